@@ -1,0 +1,103 @@
+"""Network parts that several algorithms share: MLPs, the 64x64 CNN encoder, augmentation."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def activation(name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu",
+        out_act: nn.Module | None = None, layer_norm: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        layers.append(nn.Linear(d, h))
+        if layer_norm:
+            layers.append(nn.LayerNorm(h))
+        layers.append(activation(act)())
+        d = h
+    layers.append(nn.Linear(d, out_dim))
+    if out_act is not None:
+        layers.append(out_act)
+    return nn.Sequential(*layers)
+
+
+class ConvEncoder(nn.Module):
+    """DreamerV2-style encoder for (B, 64, 64, 3) uint8 frames: four stride-2 convolutions of
+    depth d, 2d, 4d, 8d and the given kernels, flattened to ``out_dim`` features."""
+
+    def __init__(self, depth: int = 32, kernels: Sequence[int] = (4, 4, 4, 4), act: str = "elu",
+                 image_size: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = 3
+        for i, k in enumerate(kernels):
+            layers += [nn.Conv2d(ch, depth * 2 ** i, k, stride=2), activation(act)()]
+            ch = depth * 2 ** i
+        self.net = nn.Sequential(*layers)
+        with torch.no_grad():
+            self.out_dim = int(self.net(torch.zeros(1, 3, image_size, image_size)).numel())
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = preprocess_image(img)
+        lead = x.shape[:-3]
+        x = self.net(x.reshape(-1, *x.shape[-3:]))
+        return x.reshape(*lead, -1)
+
+
+def preprocess_image(img: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-0.5, 0.5]."""
+    if img.dtype == torch.uint8:
+        img = img.float() / 255.0 - 0.5
+    return img.movedim(-1, -3)
+
+
+def random_shift(img: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random-shift augmentation: replicate-pad by ``pad`` and crop back at a random offset per
+    image. Works on (B, H, W, C) uint8 or float frames and returns the input's dtype."""
+    b, h, w, c = img.shape
+    x = img.permute(0, 3, 1, 2).float()
+    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=img.device)
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=img.device)
+    x = _crop(x, oy, ox, h, w)
+    out = x.permute(0, 2, 3, 1)
+    return out.to(img.dtype) if img.dtype == torch.uint8 else out
+
+
+def _crop(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    b, c, hp, wp = x.shape
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    rows = (oy[:, None] + ar_h[None])  # (B, h)
+    cols = (ox[:, None] + ar_w[None])  # (B, w)
+    idx = rows[:, :, None] * wp + cols[:, None, :]  # (B, h, w) flat index into (hp*wp)
+    flat = x.reshape(b, c, hp * wp)
+    return flat.gather(2, idx.reshape(b, 1, h * w).expand(b, c, h * w)).reshape(b, c, h, w)
+
+
+class ObsEncoder(nn.Module):
+    """Identity for state vectors, ConvEncoder for pixels; ``out_dim`` is the feature size."""
+
+    def __init__(self, obs_shape: Sequence[int], depth: int = 32, act: str = "elu"):
+        super().__init__()
+        self.pixels = len(obs_shape) == 3
+        if self.pixels:
+            self.conv = ConvEncoder(depth=depth, act=act, image_size=obs_shape[0])
+            self.out_dim = self.conv.out_dim
+        else:
+            self.out_dim = int(obs_shape[0])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.conv(obs) if self.pixels else obs.float()

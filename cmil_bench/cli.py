@@ -1,0 +1,155 @@
+"""The ``cmil-bench`` command line: demos, run, report, list."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cmil_bench.errors import TrainingDiverged, UserError
+
+EPILOG = """examples:
+  cmil-bench demos --task pointmaze-umaze --episodes 50 --root results/datasets
+  cmil-bench demos --inspect minari:cmil-bench/pointmaze-umaze/expert-v0
+  cmil-bench run --algo bc --task pointmaze-umaze --demos 10 --seed 0 --out results/runs/x
+  cmil-bench report --runs results/runs --out results/report
+"""
+
+
+def _add_demos(sub) -> None:
+    p = sub.add_parser(
+        "demos", help="collect expert demos into a local Minari dataset, or inspect a demo source",
+        description="Collect demonstrations of a task's scripted expert into a local Minari dataset "
+                    "(no network), or with --inspect print a summary of any supported demo source: "
+                    "a Minari dataset id or path, a D4RL-layout HDF5 file, or a folder of "
+                    "DreamerV2 .npz episodes.")
+    p.add_argument("--task", help="task name (see `cmil-bench list`)")
+    p.add_argument("--episodes", type=int, default=50, help="successful episodes to keep (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="first reset seed (episode i uses seed+i)")
+    p.add_argument("--root", help="dataset root (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)")
+    p.add_argument("--dataset-id", help="dataset id (default: the task's demo source)")
+    p.add_argument("--pixels", action="store_true", help="also record 64x64 frames (key 'pixels')")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--source", help="a named demo source of the task to convert (e.g. kitchen-paper)")
+    p.add_argument("--path", help="where the named --source lives")
+    p.add_argument("--inspect", metavar="SOURCE", help="print a summary of SOURCE and exit")
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser(
+        "run", help="train and evaluate one (algorithm, task, demos, seed)",
+        description="Train one algorithm on one task with N demos and one seed. Writes "
+                    "OUT/config.json at the start, OUT/progress.csv and OUT/checkpoint.pt at each "
+                    "evaluation, and OUT/metrics.csv only when the run completes. Started again "
+                    "after a crash, it resumes from the last checkpoint.")
+    p.add_argument("--algo", required=True, help="bc | gail | dac | vmail | cmil")
+    p.add_argument("--task", required=True, help="task name (see `cmil-bench list`)")
+    p.add_argument("--demos", type=int, required=True, help="number of demo episodes (chosen from the seed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--preset", help="named hyperparameter preset of the algorithm (e.g. cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one hyperparameter of the algorithm's Config (repeatable)")
+    p.add_argument("--demo-source", help="override the task's demo source (minari:ID, d4rl:FILE, npz:DIR)")
+    p.add_argument("--variant", help="name of this configuration in tables (default: the algorithm)")
+    p.add_argument("--force", action="store_true", help="redo a finished run from scratch")
+    p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                   help="progress bar (auto: only on a terminal)")
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="rliable aggregates, tables and figures from finished runs",
+                       description="Collect every finished run under --runs and write tables "
+                                   "(Markdown, LaTeX), figures (PNG, PDF) and summary.json to --out.")
+    from analysis.report import add_arguments
+    add_arguments(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cmil-bench", description="CMIL and imitation-learning baselines under one harness.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demos(sub)
+    _add_run(sub)
+    _add_report(sub)
+    sub.add_parser("list", help="list tasks and algorithms",
+                   description="List the registered tasks (with mode and env id) and algorithms.")
+    return parser
+
+
+def _cmd_demos(args) -> int:
+    if args.inspect:
+        from envs.datasets import inspect_source
+        print(inspect_source(args.inspect))
+        return 0
+    if not args.task:
+        raise UserError("demos: give --task T (to collect) or --inspect SOURCE")
+    if args.episodes <= 0:
+        raise UserError(f"demos: --episodes must be positive, got {args.episodes}")
+    if args.source:
+        from envs.collect import convert_named_source
+        path = convert_named_source(args.task, args.source, args.path, root=args.root,
+                                    dataset_id=args.dataset_id, overwrite=args.overwrite)
+    else:
+        from envs.collect import collect_demos
+        path = collect_demos(args.task, args.episodes, seed=args.seed, root=args.root,
+                             dataset_id=args.dataset_id, pixels=args.pixels, overwrite=args.overwrite)
+    print(path)
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from cmil_bench.config import parse_overrides
+    from cmil_bench.run import execute
+
+    show = {"auto": None, "on": True, "off": False}[args.progress]
+    path = execute(algo=args.algo, task=args.task, n_demos=args.demos, seed=args.seed, out=args.out,
+                   preset=args.preset, overrides=parse_overrides(args.overrides),
+                   demo_source=args.demo_source, variant=args.variant, force=args.force,
+                   show_progress=show)
+    print(path)
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from algorithms import available
+    from envs.registry import get_task, list_tasks
+
+    print("tasks:")
+    for name in list_tasks():
+        t = get_task(name)
+        print(f"  {name:28s} {t.obs_mode:6s} {t.env_id:28s} {t.max_episode_steps:4d} steps  "
+              f"demos: {t.demo_source}")
+    print("algorithms:", ", ".join(available()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        if args.command == "demos":
+            return _cmd_demos(args)
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "report":
+            from analysis.report import run_from_args
+            return run_from_args(args) or 0
+        if args.command == "list":
+            return _cmd_list(args)
+    except UserError as e:
+        print(f"cmil-bench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"cmil-bench {args.command}: training diverged: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Hyperparameter dataclasses: presets, ``--set key=value`` overrides, and type checking.
+
+Every algorithm keeps all of its hyperparameters in one dataclass ``Config`` that extends
+``BaseConfig``; a module-level ``PRESETS`` dict maps a preset name (e.g. ``cpu``) to overrides.
+Resolution order: dataclass defaults < preset < ``--set`` overrides (left to right).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from cmil_bench.errors import UserError
+
+
+@dataclass
+class BaseConfig:
+    """Fields shared by every algorithm's config (the run protocol, not the method)."""
+
+    # Evaluate (and checkpoint) every this many steps of the algorithm's budget axis
+    # (env steps for online algorithms, gradient steps for offline ones).
+    eval_every: int = 1000
+    # Evaluation episodes per evaluation; 0 means the task's default.
+    eval_episodes: int = 0
+    # "cpu", "cuda", "cuda:1" or "auto" (cuda when available).
+    device: str = "cpu"
+    # torch intra-op threads; 1 keeps many concurrent runs from fighting over cores.
+    torch_threads: int = 1
+
+
+def field_names(cfg_cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cfg_cls)]
+
+
+def _coerce(name: str, raw: Any, typ: Any) -> Any:
+    """Turn ``raw`` (a string from the command line, or a YAML value) into ``typ``."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
+            return None
+        errors = []
+        for a in args:
+            try:
+                return _coerce(name, raw, a)
+            except UserError as e:
+                errors.append(str(e))
+        raise UserError(f"config key {name!r}: cannot read {raw!r} as {typ}")
+    if origin in (tuple, list):
+        (inner, *rest) = typing.get_args(typ) or (str,)
+        if isinstance(raw, str):
+            parts = [p for p in raw.strip("()[] ").split(",") if p.strip()]
+        elif isinstance(raw, (list, tuple)):
+            parts = list(raw)
+        else:
+            raise UserError(f"config key {name!r}: expected a list, got {raw!r}")
+        vals = [_coerce(name, p.strip() if isinstance(p, str) else p, inner) for p in parts]
+        return tuple(vals) if origin is tuple else vals
+    if typ is bool:
+        if isinstance(raw, bool):
+            return raw
+        s = str(raw).strip().lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"config key {name!r}: expected true/false, got {raw!r}")
+    if typ is int:
+        if isinstance(raw, bool):
+            raise UserError(f"config key {name!r}: expected an integer, got {raw!r}")
+        if isinstance(raw, int):
+            return raw
+        try:
+            f = float(str(raw).strip())
+        except ValueError:
+            raise UserError(f"config key {name!r}: expected an integer, got {raw!r}") from None
+        if not f.is_integer():
+            raise UserError(f"config key {name!r}: expected an integer, got {raw!r}")
+        return int(f)
+    if typ is float:
+        if isinstance(raw, bool):
+            raise UserError(f"config key {name!r}: expected a number, got {raw!r}")
+        try:
+            return float(str(raw).strip()) if isinstance(raw, str) else float(raw)
+        except (TypeError, ValueError):
+            raise UserError(f"config key {name!r}: expected a number, got {raw!r}") from None
+    if typ is str:
+        if not isinstance(raw, (str, int, float)):
+            raise UserError(f"config key {name!r}: expected a string, got {raw!r}")
+        return str(raw)
+    return raw
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if not k:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        out[k] = v
+    return out
+
+
+def build_config(cfg_cls, presets: dict[str, dict] | None, preset: str | None,
+                 overrides: dict[str, Any] | None, algo: str = ""):
+    """Resolve defaults < preset < overrides into an instance of ``cfg_cls``, checking every key."""
+    hints = typing.get_type_hints(cfg_cls)
+    names = field_names(cfg_cls)
+    values: dict[str, Any] = {}
+    layers: list[tuple[str, dict]] = []
+    if preset:
+        presets = presets or {}
+        if preset not in presets:
+            known = ", ".join(sorted(presets)) or "none"
+            raise UserError(f"unknown preset {preset!r} for algorithm {algo!r}; known presets: {known}")
+        layers.append((f"preset {preset!r}", presets[preset]))
+    if overrides:
+        layers.append(("--set", overrides))
+    for where, layer in layers:
+        for k, v in layer.items():
+            if k not in names:
+                raise UserError(
+                    f"unknown config key {k!r} for algorithm {algo!r} (from {where}); "
+                    f"valid keys: {', '.join(names)}")
+            values[k] = _coerce(k, v, hints[k])
+    cfg = cfg_cls(**values)
+    validate(cfg, algo)
+    return cfg
+
+
+def validate(cfg, algo: str = "") -> None:
+    """Generic sanity checks: budgets and sizes must be positive, probabilities in [0, 1]."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name in ("eval_every", "torch_threads") and (not isinstance(v, int) or v <= 0):
+            raise UserError(f"config key {f.name!r} for {algo!r} must be a positive integer, got {v!r}")
+        if f.name == "eval_episodes" and v < 0:
+            raise UserError(f"config key 'eval_episodes' for {algo!r} must be >= 0, got {v!r}")
+    if hasattr(cfg, "__post_validate__"):
+        cfg.__post_validate__()
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

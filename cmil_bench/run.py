@@ -1,0 +1,418 @@
+"""One run: (algorithm, task, demo count, seed) -> metrics.csv + config.json + checkpoint.
+
+The ``Run`` object is the whole contract between the harness and an algorithm. An algorithm
+module exposes ``Config`` (a dataclass extending ``BaseConfig``), ``PRESETS`` and
+``train(run, cfg)``; inside ``train`` it
+
+  * reads the demos (``run.demos``, a list of ``Trajectory``; ``run.obs_key`` says which
+    observation key its mode uses) and the spaces (``run.observation_space``,
+    ``run.action_space``; actions live in [-1, 1]),
+  * builds training environments with ``run.make_env()`` and draws every random number from
+    ``run.rng`` (numpy) or torch's global generator, both of which are checkpointed,
+  * calls ``run.evaluate(policy, env_steps, grad_steps, extra)`` every ``cfg.eval_every``
+    steps, then ``run.checkpoint(state)`` with everything needed to continue,
+  * on start calls ``run.restore()``, which returns that state (or None on a fresh start),
+  * checks its losses with ``run.check_finite({...}, step)``.
+
+Files in the run folder:
+  ``config.json``     resolved config, versions, git revision, demo source and episode ids
+  ``progress.csv``    evaluation rows so far (a run in progress has only this)
+  ``checkpoint.pt``   the last checkpoint (written atomically at every evaluation)
+  ``metrics.csv``     written once, atomically, when the run completes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cmil_bench.config import config_to_dict
+from cmil_bench.errors import TrainingDiverged, UserError
+
+METRIC_COLUMNS = [
+    "algo", "variant", "task", "obs_mode", "demo_source", "n_demos", "seed",
+    "env_steps", "grad_steps", "wall_s", "eval_return", "eval_success", "norm_score",
+]
+EVAL_SEED_BASE = 1_000_000
+RANDOM_REF_SEED = 777
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("cmil-bench", "torch", "numpy", "gymnasium", "gymnasium-robotics", "mujoco",
+                "minari", "h5py", "pandas", "rliable"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _git_revision() -> str:
+    here = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        if rev.returncode == 0:
+            return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(Path(path), text.encode())
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but torch sees no CUDA device here")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Run:
+    """State and services of one run; see the module docstring for the contract."""
+
+    def __init__(self, *, algo: str, variant: str, task, cfg, demoset, demos, seed: int,
+                 out: Path, device: torch.device, show_progress: bool | None = None,
+                 config_record: dict | None = None):
+        from envs.registry import make_env  # local: keeps `cmil-bench --help` fast
+
+        self._make_env = make_env
+        self.algo, self.variant, self.task, self.cfg = algo, variant, task, cfg
+        self.demoset, self.demos, self.seed = demoset, demos, seed
+        self.out = Path(out)
+        self.device = device
+        self.obs_key = "state" if task.obs_mode == "state" else "pixels"
+        for tr in demos:
+            if self.obs_key not in tr.observations:
+                raise UserError(
+                    f"demo source {demoset.source!r} has no {self.obs_key!r} observations "
+                    f"(keys: {sorted(tr.observations)}), which task {task.name!r} needs")
+        self.rng = np.random.default_rng(seed)
+        self.rows: list[dict] = []
+        self.eval_episodes = cfg.eval_episodes or task.eval_episodes
+        self._eval_envs: list = []
+        self._wall_offset = 0.0
+        self._t0 = time.perf_counter()
+        self._record = config_record or {}
+        self._config_hash = hashlib.sha256(
+            json.dumps(self._record.get("identity", {}), sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
+        probe = self.make_env()
+        self.observation_space = probe.observation_space
+        self.action_space = probe.action_space
+        probe.close()
+        low, high = self.action_space.low, self.action_space.high
+        if not (np.allclose(low, -1) and np.allclose(high, 1)):
+            raise UserError(f"task {task.name!r}: actions must lie in [-1, 1], got {low}..{high}")
+        self.ref_random, self.ref_demo = self._references()
+        if show_progress is None:
+            show_progress = sys.stderr.isatty()
+        self.show_progress = show_progress
+        self.restored = False
+
+    # -- environments ---------------------------------------------------------------------
+    def make_env(self):
+        """A fresh training environment of the task (observations in the task's mode)."""
+        return self._make_env(self.task)
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return tuple(self.observation_space.shape)
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.action_space.shape[0])
+
+    def demo_arrays(self) -> dict[str, np.ndarray]:
+        """All demo transitions flattened: obs, next_obs, actions, terminals (one row per step)."""
+        k = self.obs_key
+        obs = np.concatenate([t.observations[k][:-1] for t in self.demos])
+        nxt = np.concatenate([t.observations[k][1:] for t in self.demos])
+        act = np.concatenate([t.actions for t in self.demos]).astype(np.float32)
+        term = np.concatenate([
+            np.eye(1, len(t), len(t) - 1, dtype=bool)[0] & t.terminated for t in self.demos])
+        return {"obs": obs, "next_obs": nxt, "actions": act, "terminals": term}
+
+    # -- reference returns for norm_score ---------------------------------------------------
+    def _references(self) -> tuple[float, float]:
+        task = self.task
+        if task.ref_demo_return is not None:
+            ref_demo = float(task.ref_demo_return)
+        elif self.demoset.meta.get("ref_demo_return") is not None:
+            ref_demo = float(self.demoset.meta["ref_demo_return"])
+        else:
+            ref_demo = float(np.mean([t.ret for t in self.demoset.trajectories]))
+        if task.ref_random_return is not None:
+            ref_random = float(task.ref_random_return)
+        else:
+            ref_random = self._random_return()
+        if abs(ref_demo - ref_random) < 1e-8:
+            raise UserError(f"task {task.name!r}: demo return {ref_demo} equals the random return; "
+                            "norm_score is undefined")
+        return ref_random, ref_demo
+
+    def _random_return(self) -> float:
+        """Mean return of a uniform random policy on the evaluation seeds (rewards need no pixels)."""
+        import dataclasses as dc
+        state_task = dc.replace(self.task, obs_mode="state")
+        env = self._make_env(state_task)
+        rng = np.random.default_rng(RANDOM_REF_SEED)
+        rets = []
+        for i in range(self.eval_episodes):
+            env.reset(seed=EVAL_SEED_BASE + i)
+            done, ret = False, 0.0
+            while not done:
+                a = rng.uniform(-1, 1, size=env.action_space.shape).astype(np.float32)
+                _, r, term, trunc, _ = env.step(a)
+                ret += float(r)
+                done = term or trunc
+            rets.append(ret)
+        env.close()
+        return float(np.mean(rets))
+
+    def normalize(self, ret: float) -> float:
+        return (ret - self.ref_random) / (self.ref_demo - self.ref_random)
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, policy: Callable[[np.ndarray], np.ndarray], env_steps: int, grad_steps: int,
+                 extra: dict[str, Any] | None = None) -> dict:
+        """Run the evaluation episodes with fixed seeds and append one metrics row.
+
+        ``policy`` maps a batch of observations (N, *obs_shape) to actions (N, act_dim); it should
+        be deterministic (the mean action). The global RNG states are untouched by evaluation.
+        """
+        n_par = min(self.eval_episodes, 10)
+        while len(self._eval_envs) < n_par:
+            self._eval_envs.append(self.make_env())
+        rets, succ = [], []
+        torch_state = torch.get_rng_state()
+        for start in range(0, self.eval_episodes, n_par):
+            idx = list(range(start, min(start + n_par, self.eval_episodes)))
+            envs = self._eval_envs[: len(idx)]
+            obs = [e.reset(seed=EVAL_SEED_BASE + i)[0] for e, i in zip(envs, idx)]
+            ep_ret = [0.0] * len(idx)
+            infos: list[list[dict]] = [[] for _ in idx]
+            active = list(range(len(idx)))
+            while active:
+                batch = np.stack([obs[j] for j in active])
+                acts = np.asarray(policy(batch), dtype=np.float32)
+                acts = np.clip(acts, -1.0, 1.0)
+                still = []
+                for a, j in zip(acts, active):
+                    o, r, term, trunc, info = envs[j].step(a)
+                    obs[j] = o
+                    ep_ret[j] += float(r)
+                    infos[j].append(info)
+                    if not (term or trunc):
+                        still.append(j)
+                active = still
+            rets += ep_ret
+            succ += [float(self.task.episode_success(inf)) for inf in infos]
+        torch.set_rng_state(torch_state)
+        ret = float(np.mean(rets))
+        row = {
+            "algo": self.algo, "variant": self.variant, "task": self.task.name,
+            "obs_mode": self.task.obs_mode, "demo_source": self.demoset.source,
+            "n_demos": len(self.demos), "seed": self.seed,
+            "env_steps": int(env_steps), "grad_steps": int(grad_steps),
+            "wall_s": round(self.wall_s(), 3),
+            "eval_return": ret, "eval_success": float(np.mean(succ)),
+            "norm_score": self.normalize(ret),
+        }
+        for k, v in (extra or {}).items():
+            row[k] = float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v
+        self.rows.append(row)
+        self._write_progress()
+        return row
+
+    def wall_s(self) -> float:
+        return self._wall_offset + time.perf_counter() - self._t0
+
+    def _write_progress(self) -> None:
+        atomic_write_text(self.out / "progress.csv", self._frame().to_csv(index=False))
+
+    def _frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows)
+        cols = METRIC_COLUMNS + [c for c in df.columns if c not in METRIC_COLUMNS]
+        return df.reindex(columns=cols)
+
+    # -- checks -----------------------------------------------------------------------------
+    def check_finite(self, losses: dict[str, Any], step: int) -> None:
+        """Raise TrainingDiverged naming the first loss that is NaN or Inf."""
+        for name, v in losses.items():
+            x = float(v.detach().cpu()) if isinstance(v, torch.Tensor) else float(v)
+            if not np.isfinite(x):
+                raise TrainingDiverged(
+                    f"loss {name!r} became {x} at step {step} ({self.algo} on {self.task.name}, "
+                    f"seed {self.seed}); the last good checkpoint is kept in {self.out}")
+
+    # -- checkpoints ------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def checkpoint(self, state: dict) -> None:
+        """Save the algorithm's ``state`` with the harness's own (RNGs, rows, wall time)."""
+        payload = {
+            "config_hash": self._config_hash,
+            "algo_state": state,
+            "rows": self.rows,
+            "wall_s": self.wall_s(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "np_global_rng": np.random.get_state(),
+            "py_rng": random.getstate(),
+        }
+        tmp = self.checkpoint_path.with_name(f"checkpoint.pt.tmp{os.getpid()}")
+        torch.save(payload, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def restore(self) -> dict | None:
+        """The state of the last checkpoint of this same run, or None for a fresh start."""
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        except Exception as e:  # a torn or foreign file: start clean rather than guess
+            print(f"[cmil-bench] ignoring unreadable checkpoint {self.checkpoint_path}: {e}",
+                  file=sys.stderr)
+            return None
+        if payload.get("config_hash") != self._config_hash:
+            print(f"[cmil-bench] checkpoint in {self.out} belongs to another config; starting clean",
+                  file=sys.stderr)
+            return None
+        self.rows = list(payload["rows"])
+        self._wall_offset = float(payload["wall_s"])
+        self._t0 = time.perf_counter()
+        self.rng.bit_generator.state = payload["rng"]
+        torch.set_rng_state(payload["torch_rng"])
+        np.random.set_state(payload["np_global_rng"])
+        random.setstate(payload["py_rng"])
+        self.restored = True
+        self._write_progress()
+        return payload["algo_state"]
+
+    # -- progress bar -----------------------------------------------------------------------
+    def progress(self, total: int, initial: int = 0, unit: str = "step"):
+        from tqdm.auto import tqdm
+        return tqdm(total=total, initial=initial, unit=unit, disable=not self.show_progress,
+                    desc=f"{self.variant} {self.task.name} d{len(self.demos)} s{self.seed}",
+                    dynamic_ncols=True, leave=False)
+
+    # -- completion -------------------------------------------------------------------------
+    def finish(self) -> Path:
+        if not self.rows:
+            raise RuntimeError(f"{self.algo} finished without a single evaluation")
+        path = self.out / "metrics.csv"
+        atomic_write_text(path, self._frame().to_csv(index=False))
+        (self.out / "progress.csv").unlink(missing_ok=True)
+        for ev in self._eval_envs:
+            ev.close()
+        return path
+
+
+def _identity(algo, variant, task, n_demos, seed, source, cfg) -> dict:
+    return {"algo": algo, "variant": variant, "task": task, "n_demos": n_demos, "seed": seed,
+            "demo_source": source, "config": config_to_dict(cfg)}
+
+
+def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
+            preset: str | None = None, overrides: dict[str, str] | None = None,
+            demo_source: str | None = None, variant: str | None = None, force: bool = False,
+            show_progress: bool | None = None) -> Path:
+    """Run one (algorithm, task, demo count, seed) to completion; returns the metrics.csv path.
+
+    A finished run (metrics.csv present) is left alone unless ``force``. An interrupted run of
+    the same config resumes from its checkpoint; one of another config starts clean.
+    """
+    from algorithms import get_algorithm
+    from cmil_bench.config import build_config
+    from envs.datasets import describe_episode_ids, load_demos, subsample
+    from envs.registry import get_task
+
+    module = get_algorithm(algo)
+    spec = get_task(task)
+    cfg = build_config(module.Config, getattr(module, "PRESETS", {}), preset, overrides, algo)
+    variant = variant or algo
+    if seed < 0:
+        raise UserError(f"seed must be >= 0, got {seed}")
+    out = Path(out)
+    metrics = out / "metrics.csv"
+    if metrics.exists() and not force:
+        print(f"[cmil-bench] {metrics} exists: run already complete (use --force to redo)",
+              file=sys.stderr)
+        return metrics
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        for name in ("metrics.csv", "progress.csv", "checkpoint.pt"):
+            (out / name).unlink(missing_ok=True)
+
+    source = demo_source or spec.demo_source
+    if not source:
+        raise UserError(f"task {task!r} names no demo source; pass --demo-source")
+    demoset = load_demos(source, task=spec)
+    demos = subsample(demoset, n_demos, seed)
+
+    torch.set_num_threads(cfg.torch_threads)
+    device = resolve_device(cfg.device)
+    seed_everything(seed)
+    record = {
+        "identity": _identity(algo, variant, task, n_demos, seed, demoset.source, cfg),
+        "algo": algo, "variant": variant, "task": task, "obs_mode": spec.obs_mode,
+        "env_id": spec.env_id, "env_kwargs": spec.env_kwargs, "n_demos": n_demos, "seed": seed,
+        "preset": preset, "overrides": overrides or {},
+        "config": config_to_dict(cfg),
+        "demo_source": demoset.source, "demo_meta": demoset.meta,
+        "demo_episode_ids": describe_episode_ids(demos),
+        "demo_returns": [t.ret for t in demos],
+        "versions": _versions(), "git_revision": _git_revision(),
+        "host": platform.node(), "device": str(device),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "command": sys.argv,
+    }
+    run = Run(algo=algo, variant=variant, task=spec, cfg=cfg, demoset=demoset, demos=demos,
+              seed=seed, out=out, device=device, show_progress=show_progress,
+              config_record=record)
+    record["ref_random_return"] = run.ref_random
+    record["ref_demo_return"] = run.ref_demo
+    record["eval_episodes"] = run.eval_episodes
+    record["eval_seeds"] = [EVAL_SEED_BASE + i for i in range(run.eval_episodes)]
+    atomic_write_text(out / "config.json", json.dumps(record, indent=2, default=str))
+    module.train(run, cfg)
+    return run.finish()
