@@ -88,7 +88,7 @@ def _cmd_demos(args) -> int:
     if args.episodes <= 0:
         raise UserError(f"demos: --episodes must be positive, got {args.episodes}")
     if args.source:
-        from envs.collect import convert_named_source
+        from envs.sources import convert_named_source
         path = convert_named_source(args.task, args.source, args.path, root=args.root,
                                     dataset_id=args.dataset_id, overwrite=args.overwrite)
     else:

@@ -106,7 +106,12 @@ def _ensure_loaded() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        from envs import tasks  # noqa: F401  (registers the tasks)
+        import importlib.util
+
+        # Each module registers its tasks on import; the paper's envs are optional extras.
+        for mod in ("envs.tasks", "envs.kitchen", "envs.adroit"):
+            if importlib.util.find_spec(mod) is not None:
+                importlib.import_module(mod)
 
 
 def make_env(task: TaskSpec | str, seed: int | None = None, render_pixels: bool | None = None) -> gym.Env:

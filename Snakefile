@@ -1,0 +1,240 @@
+# cmil-bench sweeps: algorithm x task x demo count x seed -> metrics.csv -> rliable report.
+#
+#   snakemake --cores 2 all         the sweep of config/default.yaml, ends in results/report/
+#   snakemake --cores 2 smoke       every algorithm for a few seconds (results/smoke/)
+#   snakemake --cores 2 ablation    CMIL's conservatism switches (results/ablation/)
+#   snakemake --profile profiles/slurm all     the same on a SLURM cluster
+#
+# Everything (algorithms, tasks, demo counts, seeds, presets, resources) comes from the config;
+# `--configfile config/paper.yaml` switches to the paper's settings.
+
+import json
+import os
+import re
+import shlex
+
+configfile: "config/default.yaml"
+
+RES = str(config.get("results", "results")).rstrip("/")
+SWEEPS = {"main": RES, "smoke": f"{RES}/smoke", "ablation": f"{RES}/ablation"}
+
+
+def _fmt(v):
+    return json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+
+
+def _variant_table(section):
+    """variant name -> {algo, preset, set, demos} for the algorithms of one sweep section."""
+    table = {}
+    settings = config.get("algo_settings", {}) or {}
+    variants = config.get("variants", {}) or {}
+    for name in section["algos"]:
+        if name in variants:
+            v = dict(variants[name])
+            algo = v["algo"]
+        else:
+            v, algo = {}, name
+        base = dict(settings.get(name, settings.get(algo, {})) or {})
+        preset = section.get("preset") or v.get("preset") or base.get("preset")
+        sets = dict(base.get("set", {}) or {})
+        sets.update(v.get("set", {}) or {})
+        demos = v.get("demos") or base.get("demos") or section["demos"]
+        if section.get("force_demos"):
+            demos = section["demos"]
+        table[name] = {"algo": algo, "preset": preset, "set": sets, "demos": list(demos)}
+    return table
+
+
+def _ablation_table(section):
+    table = {}
+    algo = section.get("algo", "cmil")
+    for key, values in (section.get("switches") or {}).items():
+        for val in values:
+            table[f"{algo}[{key}={val}]"] = {"algo": algo, "preset": section.get("preset"),
+                                             "set": {key: val}, "demos": list(section["demos"])}
+    return table
+
+
+MAIN = {"algos": config["algos"], "tasks": config["tasks"], "demos": config["demos"],
+        "seeds": config["seeds"], "demo_episodes": config.get("demo_episodes", 50)}
+SMOKE = dict(config.get("smoke", {}))
+SMOKE["force_demos"] = True
+ABL = dict(config.get("ablation", {}))
+
+TABLES = {"main": _variant_table(MAIN), "smoke": _variant_table(SMOKE) if SMOKE.get("algos") else {},
+          "ablation": _ablation_table(ABL) if ABL.get("switches") else {}}
+SECTIONS = {"main": MAIN, "smoke": SMOKE, "ablation": ABL}
+ROOT_TO_SWEEP = {v: k for k, v in SWEEPS.items()}
+
+
+def run_dirs(sweep):
+    sec, out = SECTIONS[sweep], []
+    for variant, spec in TABLES[sweep].items():
+        for task in sec["tasks"]:
+            for d in spec["demos"]:
+                for s in sec["seeds"]:
+                    out.append(f"{SWEEPS[sweep]}/runs/{variant}/{task}/d{d}/s{s}")
+    return out
+
+
+def _task_has_expert(task):
+    from envs.registry import get_task
+    return bool(get_task(task).expert)
+
+
+def _spec(wc):
+    sweep = ROOT_TO_SWEEP[wc.root]
+    table = TABLES[sweep]
+    if wc.variant not in table:
+        raise ValueError(f"variant {wc.variant!r} is not part of the {sweep} sweep")
+    return sweep, table[wc.variant]
+
+
+def _resources(wc, key):
+    _, spec = _spec(wc)
+    res = config.get("resources", {}) or {}
+    merged = dict(res.get("default", {}) or {})
+    merged.update(res.get(spec["algo"], {}) or {})
+    merged.update(res.get(wc.variant, {}) or {})
+    return merged.get(key)
+
+
+wildcard_constraints:
+    root="|".join(re.escape(r) for r in sorted(SWEEPS.values(), key=len, reverse=True)),
+    variant=r"[^/]+",
+    family=r"[^/]+",
+    task=r"[^/]+",
+    demos=r"\d+",
+    seed=r"\d+",
+
+
+rule all:
+    input:
+        f"{RES}/report/summary.json",
+
+
+rule smoke:
+    input:
+        f"{SWEEPS['smoke']}/report/summary.json",
+
+
+rule ablation:
+    input:
+        f"{SWEEPS['ablation']}/report/summary.json",
+        f"{SWEEPS['ablation']}/report/ablation.png",
+
+
+rule demos:
+    """Expert demos of a cheap task family into a local Minari dataset (no network). The state
+    and pixel twins of a task share one dataset; it records frames when the sweep has a pixel
+    twin."""
+    output:
+        "{root}/datasets/{family}.json",
+    log:
+        "{root}/logs/demos/{family}.log",
+    params:
+        episodes=lambda wc: SECTIONS[ROOT_TO_SWEEP[wc.root]].get("demo_episodes", 50),
+        pixels=lambda wc: "--pixels" if _family_needs_pixels(wc) else "",
+    resources:
+        runtime=30,
+        mem_mb=4000,
+        cpus_per_task=1,
+    shell:
+        "MINARI_DATASETS_PATH={wildcards.root}/datasets cmil-bench demos --task {wildcards.family} "
+        "--episodes {params.episodes} {params.pixels} --overwrite --root {wildcards.root}/datasets "
+        "> {log} 2>&1 && echo '{{\"family\": \"{wildcards.family}\"}}' > {output}"
+
+
+def _family(task):
+    from envs.registry import get_task
+    return get_task(task).family or task
+
+
+def _family_needs_pixels(wc):
+    from envs.registry import get_task
+    tasks = SECTIONS[ROOT_TO_SWEEP[wc.root]]["tasks"]
+    return any(_family(t) == wc.family and get_task(t).obs_mode == "pixels" for t in tasks)
+
+
+def _run_inputs(wc):
+    return [f"{wc.root}/datasets/{_family(wc.task)}.json"] if _task_has_expert(wc.task) else []
+
+
+def _run_args(wc):
+    _, spec = _spec(wc)
+    args = ["--algo", spec["algo"], "--variant", wc.variant]
+    if spec["preset"]:
+        args += ["--preset", spec["preset"]]
+    for k, v in spec["set"].items():
+        args += ["--set", f"{k}={_fmt(v)}"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _run_env(wc):
+    return f"MINARI_DATASETS_PATH={shlex.quote(wc.root + '/datasets')} " if _task_has_expert(wc.task) else ""
+
+
+rule run:
+    """One (algorithm, task, demos, seed). metrics.csv appears only when the run completes;
+    a rerun after a crash resumes from the run's checkpoint."""
+    input:
+        _run_inputs,
+    output:
+        "{root}/runs/{variant}/{task}/d{demos}/s{seed}/metrics.csv",
+    log:
+        "{root}/logs/runs/{variant}/{task}/d{demos}/s{seed}.log",
+    benchmark:
+        "{root}/benchmarks/{variant}/{task}/d{demos}/s{seed}.tsv"
+    params:
+        args=_run_args,
+        env=_run_env,
+    threads: 1
+    resources:
+        runtime=lambda wc: _resources(wc, "runtime"),
+        mem_mb=lambda wc: _resources(wc, "mem_mb"),
+        cpus_per_task=lambda wc: _resources(wc, "cpus_per_task"),
+        gpu=lambda wc: _resources(wc, "gpu") or 0,
+    shell:
+        "{params.env}cmil-bench run {params.args} --task {wildcards.task} --demos {wildcards.demos} "
+        "--seed {wildcards.seed} --out \"$(dirname {output:q})\" --progress off > {log:q} 2>&1"
+
+
+def _report_inputs(wc):
+    return [f"{d}/metrics.csv" for d in run_dirs(ROOT_TO_SWEEP[wc.root])]
+
+
+rule manifest:
+    """The run folders of one sweep, so that its report reads exactly these runs."""
+    input:
+        _report_inputs,
+    output:
+        "{root}/report/runs.txt",
+    run:
+        os.makedirs(os.path.dirname(output[0]), exist_ok=True)
+        with open(output[0], "w") as f:
+            f.write("\n".join(os.path.dirname(p) for p in input) + "\n")
+
+
+rule report:
+    """rliable aggregates, tables (Markdown, LaTeX) and figures (PNG, PDF) of one sweep."""
+    input:
+        "{root}/report/runs.txt",
+    output:
+        "{root}/report/summary.json",
+    log:
+        "{root}/logs/report.log",
+    shell:
+        "cmil-bench report --runs {wildcards.root}/runs --manifest {input} --out {wildcards.root}/report "
+        "> {log} 2>&1"
+
+
+rule ablation_figure:
+    """Final norm_score of CMIL against each conservatism switch."""
+    input:
+        "{root}/report/runs.txt",
+    output:
+        "{root}/report/ablation.png",
+    log:
+        "{root}/logs/ablation.log",
+    shell:
+        "python -m analysis.ablation --manifest {input} --out {wildcards.root}/report > {log} 2>&1"
