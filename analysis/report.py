@@ -1,0 +1,532 @@
+"""From the metrics of finished runs to paper-style tables, figures and ``summary.json``.
+
+    cmil-bench report --runs results/runs --out results/report [--metric norm_score]
+
+Every interval is a 95 % stratified-bootstrap percentile CI computed by rliable
+(``rliable.library.get_interval_estimates`` / ``create_performance_profile``; the estimators
+are in ``analysis.stats``). What is computed
+and how (see also the README written next to the results):
+
+* final score of a run: mean of the metric over its last ``last_k`` evaluations;
+* *setting*: one (task, demo count[, demo source when a task has several]); an *algorithm* is
+  the ``variant`` column (the algorithm name when empty), so ablations are compared as their own
+  rows;
+* aggregates (IQM, median, mean, optimality gap at 1 for normalised scores) per algorithm over
+  all its settings, and per (algorithm, demo count) over its tasks. rliable needs the same number
+  of runs in every setting, so each setting keeps the runs with the smallest seeds up to the
+  algorithm's common count (the runs left out are counted in summary.json);
+* per-setting tables use every run (one array per setting, rliable's independent bootstrap);
+* probability of improvement for every ordered pair over the settings the two share (runs of
+  the two resampled independently);
+* sample-efficiency curves: per (algorithm, setting), IQM over seeds at each of the
+  algorithm's own evaluations (the k-th evaluation of every run, x = median step of those),
+  pointwise CI bands. x is env steps; an algorithm that never steps the environment (BC:
+  env_steps = 0) is drawn as a flat dashed line at its final score with its CI band. When no
+  algorithm of a panel steps the environment, x is gradient steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import figures, stats
+from analysis.runs import final_scores, load_runs, read_manifest
+from cmil_bench.errors import UserError
+
+__all__ = ["load_runs", "final_scores", "report", "add_arguments", "run_from_args", "main"]
+
+# Display order of the known algorithms; others follow alphabetically.
+ALGO_ORDER = ("cmil", "vmail", "dac", "gail", "bc")
+NORMALISED = ("norm_score", "eval_success")
+METRIC_LABELS = {"norm_score": "Normalized score", "eval_success": "Success rate",
+                 "eval_return": "Return"}
+N_TAUS = 101
+
+
+# -- small helpers -----------------------------------------------------------------------------
+
+def _fmt(triple, digits: int) -> str:
+    if triple is None:
+        return "–"
+    v, lo, hi = triple
+    if v is None or not np.isfinite(v):
+        return "–"
+    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _est(triple) -> dict | None:
+    if triple is None:
+        return None
+    return {"value": _num(triple[0]), "lo": _num(triple[1]), "hi": _num(triple[2])}
+
+
+def _num(x):
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "task"
+
+
+def _order(finals: pd.DataFrame) -> list[str]:
+    algo_of = finals.groupby("variant")["algo"].first()
+
+    def key(v):
+        a = algo_of[v]
+        rank = ALGO_ORDER.index(a) if a in ALGO_ORDER else len(ALGO_ORDER)
+        return (rank, a, v != a, v)
+    return sorted(algo_of.index, key=key)
+
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                **{c: "\\" + c for c in "&%$#_{}"}}
+
+
+def _tex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in running text (captions)."""
+    return re.sub(r"[\\~^&%$#_{}]", lambda m: _TEX_SPECIAL[m.group(0)], text)
+
+
+def _write_table(df: pd.DataFrame, base: Path, caption: str, label: str) -> list[Path]:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    md, tex = base.with_suffix(".md"), base.with_suffix(".tex")
+    md.write_text(f"{caption}\n\n{df.to_markdown(index=False)}\n", encoding="utf-8")
+    tex.write_text(df.to_latex(index=False, escape=True, caption=_tex_escape(caption), label=label,
+                               column_format="l" * len(df.columns)), encoding="utf-8")
+    return [md, tex]
+
+
+def _setting_labels(finals: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``task_label`` (task, plus the demo source when a task has several) and ``setting``."""
+    finals = finals.copy()
+    n_src = finals.groupby("task")["demo_source"].nunique()
+    multi = set(n_src[n_src > 1].index)
+    finals["task_label"] = [f"{t} [{s or 'default'}]" if t in multi else t
+                            for t, s in zip(finals["task"], finals["demo_source"])]
+    finals["setting"] = [f"{t} d{int(n)}" for t, n in zip(finals["task_label"], finals["n_demos"])]
+    return finals
+
+
+def _setting_order(finals: pd.DataFrame) -> list[str]:
+    table = finals[["setting", "task_label", "n_demos"]].drop_duplicates("setting")
+    return list(table.sort_values(["task_label", "n_demos"])["setting"])
+
+
+# -- the report --------------------------------------------------------------------------------
+
+def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, seed: int = 0,
+           last_k: int = 1, figures_too: bool = True, manifest: str | Path | None = None) -> dict:
+    """Write tables, figures, summary.json and README.md under ``out_dir``; returns the summary.
+
+    ``reps``: bootstrap resamples per interval; ``seed``: bootstrap seed; ``last_k``: a run's
+    final score is the mean of its last k evaluations; ``figures_too=False`` skips the figures.
+
+    Raises UserError when ``runs_root`` holds no finished run, or on a bad metric / reps / seed.
+    """
+    t0 = time.perf_counter()
+    if isinstance(reps, bool) or not isinstance(reps, (int, np.integer)) or reps < 1:
+        raise UserError(f"reps must be a positive integer, got {reps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
+    runs_root, out = Path(runs_root), Path(out_dir)
+    df, info = load_runs(runs_root, only=read_manifest(manifest) if manifest else None)
+    if info["finished"] == 0:
+        raise UserError(
+            f"no finished runs under {str(runs_root)!r}: no run folder there has a metrics.csv "
+            f"({info['in_progress']} in progress ignored, {len(info['skipped'])} skipped as "
+            "unreadable or duplicate)")
+    finals = final_scores(df, metric, last_k)
+    notes: list[str] = []
+    nan_runs = finals[finals["score"].isna()]
+    if len(nan_runs):
+        notes.append(f"{len(nan_runs)} finished runs have no value of {metric} in their last "
+                     f"{last_k} evaluations and are left out: "
+                     + ", ".join(nan_runs["run_dir"].head(5)) + (" ..." if len(nan_runs) > 5 else ""))
+        finals = finals[finals["score"].notna()]
+    if finals.empty:
+        raise UserError(f"metric {metric!r} has no values in any finished run under "
+                        f"{str(runs_root)!r}")
+    finals = _setting_labels(finals)
+    if "eval_success" in df.columns:
+        succ = final_scores(df, "eval_success", last_k).set_index("run_dir")["score"]
+        finals["success"] = finals["run_dir"].map(succ)
+    else:
+        finals["success"] = np.nan
+
+    variants = _order(finals)
+    colors = figures.colors_for(variants)
+    with_gap = metric in NORMALISED
+    names = stats.aggregate_names(with_gap)
+    digits = 2 if metric in NORMALISED else 1
+    label = METRIC_LABELS.get(metric, metric)
+    by_v = {v: finals[finals["variant"] == v] for v in variants}
+    setting_order = _setting_order(finals)
+    settings_of = {v: [s for s in setting_order if s in set(by_v[v]["setting"])] for v in variants}
+    demo_counts = sorted(int(n) for n in finals["n_demos"].unique())
+    task_labels = sorted(finals["task_label"].unique())
+
+    # Aggregates per algorithm over its settings, and per (algorithm, demo count).
+    agg, agg_demos, matrices = {}, {}, {}
+    excluded = 0
+    for v in variants:
+        matrix, kept = stats.score_matrix(by_v[v], settings_of[v])
+        matrices[v] = matrix
+        excluded += len(by_v[v]) - len(kept)
+        agg[v] = {"estimates": stats.aggregates(matrix, with_gap, reps, seed, f"agg/{v}"),
+                  "settings": settings_of[v], "runs_used": int(matrix.size),
+                  "runs_finished": int(len(by_v[v])), "seeds_per_setting": int(matrix.shape[0])}
+        agg_demos[v] = {}
+        for n in demo_counts:
+            sub = by_v[v][by_v[v]["n_demos"] == n]
+            if sub.empty:
+                continue
+            sets = [s for s in settings_of[v] if s in set(sub["setting"])]
+            m, _ = stats.score_matrix(sub, sets)
+            agg_demos[v][n] = {"estimates": stats.aggregates(m, with_gap, reps, seed,
+                                                              f"agg/{v}/d{n}"),
+                               "tasks": len(sets), "runs_used": int(m.size),
+                               "seeds_per_setting": int(m.shape[0])}
+    if excluded:
+        notes.append(f"{excluded} runs are left out of the aggregates, profiles and probabilities "
+                     "of improvement so that every setting of an algorithm has the same number of "
+                     "seeds (the smallest seeds are kept); the per-task tables use every run.")
+    if len({tuple(s) for s in settings_of.values()}) > 1:
+        notes.append("Algorithms do not all cover the same settings; each aggregate is over the "
+                     "algorithm's own settings (see the Settings column), and each probability "
+                     "of improvement over the settings the pair shares.")
+    single = [v for v in variants if agg[v]["seeds_per_setting"] <= 1]
+    if single:
+        notes.append(f"Only one seed per setting for {', '.join(single)}: the bootstrap has "
+                     "nothing to resample over runs and their aggregate CIs collapse to the point "
+                     "estimate.")
+
+    # Per-setting means (every run), final score and success rate.
+    per_setting: dict = {}
+    for v in variants:
+        sub = by_v[v]
+        cols = [sub[sub["setting"] == s]["score"].to_numpy() for s in settings_of[v]]
+        score_est = stats.setting_means(cols, reps, seed, f"task/{v}")
+        succ_cols = [sub[sub["setting"] == s]["success"].dropna().to_numpy()
+                     for s in settings_of[v]]
+        have = [i for i, c in enumerate(succ_cols) if len(c)]
+        succ_est = dict(zip(have, stats.setting_means([succ_cols[i] for i in have], reps, seed,
+                                                      f"success/{v}"))) if have else {}
+        per_setting[v] = {}
+        for i, s in enumerate(settings_of[v]):
+            rows = sub[sub["setting"] == s]
+            per_setting[v][s] = {"task": rows["task_label"].iloc[0],
+                                 "n_demos": int(rows["n_demos"].iloc[0]),
+                                 "score": score_est[i], "success": succ_est.get(i),
+                                 "n_runs": int(len(rows)),
+                                 "seeds": sorted(int(x) for x in rows["seed"])}
+
+    # Probability of improvement, every ordered pair.
+    poi = []
+    for x in variants:
+        for y in variants:
+            common = [s for s in settings_of[x] if s in settings_of[y]]
+            if x == y:
+                continue
+            if not common:
+                if x < y:
+                    notes.append(f"{x} and {y} share no setting: no probability of improvement.")
+                continue
+            mx, _ = stats.score_matrix(by_v[x], common)
+            my, _ = stats.score_matrix(by_v[y], common)
+            p, lo, hi = stats.probability_of_improvement(mx, my, reps, seed, f"poi/{x}/{y}")
+            poi.append({"x": x, "y": y, "value": p, "lo": lo, "hi": hi, "settings": len(common)})
+    if len(variants) == 1:
+        notes.append("Only one algorithm: no probability of improvement.")
+
+    # Performance profiles.
+    all_scores = np.concatenate([m.ravel() for m in matrices.values()])
+    lo_t = min(0.0, float(all_scores.min())) if metric in NORMALISED else float(all_scores.min())
+    hi_t = max(1.0, float(all_scores.max())) if metric in NORMALISED else float(all_scores.max())
+    if hi_t <= lo_t:
+        hi_t = lo_t + 1.0
+    taus = np.linspace(lo_t, hi_t, N_TAUS)
+    profs, prof_cis = {}, {}
+    for v in variants:
+        profs[v], prof_cis[v] = stats.performance_profile(matrices[v], taus, reps, seed, f"prof/{v}")
+
+    # Sample-efficiency curves.
+    curves = _curves(df, finals, variants, metric, reps, seed)
+    offline = sorted({v for panels in curves.values() for p in panels for v in p["lines"]})
+    if offline:
+        notes.append(f"{', '.join(offline)} never step the environment (env_steps = 0): in the "
+                     "sample-efficiency figures they are a flat dashed line at their final score "
+                     "(IQM over seeds, CI band).")
+
+    # Output files.
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out)
+    files: dict[str, str] = {}
+
+    def rel(paths, what):
+        for p in paths:
+            files[str(p.relative_to(out))] = what
+
+    tables_dir, fig_dir = out / "tables", out / "figures"
+    scope = f"final {metric} (last {last_k} evaluation{'s' if last_k > 1 else ''})"
+
+    t_agg = pd.DataFrame([{"Algorithm": v, **{n: _fmt(agg[v]["estimates"][n], digits) for n in names},
+                           "Settings": len(agg[v]["settings"]),
+                           "Seeds/setting": agg[v]["seeds_per_setting"]} for v in variants])
+    rel(_write_table(t_agg, tables_dir / "aggregates",
+                     f"Aggregate {scope} over settings (task x demo count), point estimate "
+                     "[95% stratified-bootstrap CI].", "tab:aggregates"),
+        "aggregates (IQM, median, mean, optimality gap) per algorithm")
+
+    t_demo = pd.DataFrame([{"Algorithm": v, **{f"{n} demos": _fmt(agg_demos[v][n]["estimates"]["IQM"], digits)
+                                               if n in agg_demos[v] else "–" for n in demo_counts}}
+                           for v in variants])
+    rel(_write_table(t_demo, tables_dir / "by_demos",
+                     f"IQM of {scope} over tasks per demo count [95% CI].", "tab:by-demos"),
+        "algorithm x demo count: IQM over tasks")
+
+    for key, what, cap in (("score", f"mean {scope}", "tab:by-task-score"),
+                           ("success", "mean final success rate", "tab:by-task-success")):
+        rows = []
+        for v in variants:
+            for n in demo_counts:
+                cells = {t: None for t in task_labels}
+                found = False
+                for s, e in per_setting[v].items():
+                    if e["n_demos"] == n:
+                        cells[e["task"]] = e[key]
+                        found = True
+                if found:
+                    rows.append({"Algorithm": v, "Demos": n,
+                                 **{t: _fmt(c, 2 if key == "success" else digits)
+                                    for t, c in cells.items()}})
+        rel(_write_table(pd.DataFrame(rows), tables_dir / f"by_task_{key}",
+                         f"Per task: {what} over seeds [95% CI].", cap),
+            f"algorithm x task: {what}")
+
+    if poi:
+        t_poi = pd.DataFrame([{"X \\ Y": x, **{y: ("–" if x == y else _fmt(
+            next(((r["value"], r["lo"], r["hi"]) for r in poi if r["x"] == x and r["y"] == y),
+                 None), 2)) for y in variants}} for x in variants])
+        rel(_write_table(t_poi, tables_dir / "probability_of_improvement",
+                         "Probability of improvement P(X > Y) of the row over the column "
+                         "[95% CI], over the settings both share.", "tab:poi"),
+            "probability of improvement, every ordered pair")
+
+    per_run = finals.drop(columns=["task_label"]).rename(columns={"score": f"final_{metric}",
+                                                                  "success": "final_success"})
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    per_run.to_csv(tables_dir / "final_scores.csv", index=False)
+    files["tables/final_scores.csv"] = "final score of every run used"
+
+    if figures_too:
+        _figures(fig_dir, rel, variants, colors, names, label, agg, agg_demos, demo_counts,
+                 profs, prof_cis, taus, poi, curves, per_setting, task_labels)
+
+    summary = {
+        "metric": metric, "last_k": last_k, "reps": int(reps), "seed": int(seed),
+        "confidence": stats.CONFIDENCE, "bootstrap": f"rliable stratified bootstrap, {stats.METHOD}",
+        "runs_root": str(runs_root),
+        "runs": {"finished": info["finished"], "in_progress_ignored": info["in_progress"],
+                 "skipped": info["skipped"], "used": int(len(finals)),
+                 "left_out_for_equal_seeds": int(excluded), "no_metric_value": int(len(nan_runs))},
+        "algorithms": variants, "tasks": task_labels, "demo_counts": demo_counts,
+        "aggregates": {v: {**{n: _est(e) for n, e in agg[v]["estimates"].items()},
+                           **{k: agg[v][k] for k in ("settings", "runs_used", "runs_finished",
+                                                     "seeds_per_setting")}} for v in variants},
+        "aggregates_by_demos": {v: {str(n): {**{m: _est(e) for m, e in d["estimates"].items()},
+                                             **{k: d[k] for k in ("tasks", "runs_used",
+                                                                  "seeds_per_setting")}}
+                                    for n, d in agg_demos[v].items()} for v in variants},
+        "per_setting": {v: {s: {"task": e["task"], "n_demos": e["n_demos"],
+                                "score": _est(e["score"]), "success": _est(e["success"]),
+                                "n_runs": e["n_runs"], "seeds": e["seeds"]}
+                            for s, e in per_setting[v].items()} for v in variants},
+        "probability_of_improvement": [{k: (_num(r[k]) if k in ("value", "lo", "hi") else r[k])
+                                        for k in r} for r in poi],
+        "notes": notes,
+        "files": sorted([*files, "summary.json", "README.md"]),
+    }
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(_readme(summary, files), encoding="utf-8")
+    return summary
+
+
+def _figures(fig_dir, rel, variants, colors, names, label, agg, agg_demos, demo_counts, profs,
+             prof_cis, taus, poi, curves, per_setting, task_labels) -> None:
+    rel(figures.aggregates({v: agg[v]["estimates"] for v in variants}, names, colors, label,
+                           fig_dir / "aggregates"), "aggregates with 95% CIs")
+    demo_est = {f"{v} d{n}": agg_demos[v][n]["estimates"] for v in variants for n in demo_counts
+                if n in agg_demos[v]}
+    demo_colors = {f"{v} d{n}": colors[v] for v in variants for n in demo_counts}
+    rel(figures.aggregates(demo_est, names, demo_colors, label, fig_dir / "aggregates_by_demos"),
+        "aggregates per (algorithm, demo count)")
+    rel(figures.profiles(profs, prof_cis, taus, colors, rf"{label} ($\tau$)",
+                         fig_dir / "performance_profiles"), "performance profiles")
+    if poi:
+        rel(figures.probability_of_improvement(poi, colors, fig_dir / "probability_of_improvement"),
+            "probability of improvement")
+    for task, panels in curves.items():
+        rel(figures.sample_efficiency(task, panels, colors, f"IQM {label.lower()}",
+                                      fig_dir / f"sample_efficiency_{_slug(task)}"),
+            f"sample-efficiency curves on {task}")
+    demo_panels = [{"title": "all tasks (IQM)", "ylabel": f"IQM {label.lower()}",
+                    "series": {v: _series([(n, agg_demos[v][n]["estimates"]["IQM"])
+                                           for n in demo_counts if n in agg_demos[v]])
+                               for v in variants}}]
+    for t in task_labels:
+        series = {}
+        for v in variants:
+            pts = [(e["n_demos"], e["score"]) for e in per_setting[v].values() if e["task"] == t]
+            if pts:
+                series[v] = _series(sorted(pts))
+        demo_panels.append({"title": f"{t} (mean)", "ylabel": f"mean {label.lower()}", "series": series})
+    rel(figures.score_vs_demos(demo_panels, colors, fig_dir / "score_vs_demos"),
+        "final score against the number of demos")
+
+
+def _series(points):
+    """[(n_demos, (v, lo, hi)), ...] -> (xs, v, lo, hi) arrays."""
+    xs = [p[0] for p in points]
+    return (np.array(xs, dtype=float), np.array([p[1][0] for p in points]),
+            np.array([p[1][1] for p in points]), np.array([p[1][2] for p in points]))
+
+
+def _curves(df, finals, variants, metric, reps, seed) -> dict[str, list[dict]]:
+    """{task label: [panel per demo count]} for figures.sample_efficiency."""
+    rows = df[df["run_dir"].isin(set(finals["run_dir"]))].merge(
+        finals[["run_dir", "variant", "task_label", "setting", "score"]].rename(
+            columns={"variant": "_variant"}), on="run_dir")
+    out: dict[str, list[dict]] = {}
+    for task in sorted(rows["task_label"].unique()):
+        panels = []
+        trows = rows[rows["task_label"] == task]
+        for n in sorted(trows["n_demos"].unique()):
+            prow = trows[trows["n_demos"] == n]
+            present = [v for v in variants if v in set(prow["_variant"])]
+            online = {v for v in present if (prow[prow["_variant"] == v]["env_steps"] > 0).any()}
+            axis = "env_steps" if online else "grad_steps"
+            panel = {"title": f"{int(n)} demos", "xlabel": axis.replace("_", " "),
+                     "curves": {}, "lines": {}}
+            for v in present:
+                vrows = prow[prow["_variant"] == v]
+                setting = vrows["setting"].iloc[0]
+                label = f"curve/{v}/{setting}"
+                if axis == "env_steps" and v not in online:
+                    finals_v = finals[(finals["variant"] == v) & (finals["setting"] == setting)]
+                    panel["lines"][v] = stats.iqm_interval(finals_v["score"].to_numpy(), reps,
+                                                           seed, label)
+                    continue
+                runs = [g.sort_values("eval_index") for _, g in vrows.groupby("run_dir")]
+                k = min(len(g) for g in runs)
+                values = np.stack([g[metric].to_numpy(dtype=float)[:k] for g in runs])
+                x = np.median(np.stack([g[axis].to_numpy(dtype=float)[:k] for g in runs]), axis=0)
+                point, ci = stats.curve(values, reps, seed, label)
+                panel["curves"][v] = (x, point, ci[0].ravel(), ci[1].ravel())
+            panels.append(panel)
+        out[task] = panels
+    return out
+
+
+def _remove_previous(out: Path) -> None:
+    """Delete the files a previous report listed in out/summary.json (and nothing else)."""
+    old = out / "summary.json"
+    if not old.is_file():
+        return
+    try:
+        listed = json.loads(old.read_text(encoding="utf-8")).get("files", [])
+    except (ValueError, OSError, AttributeError):
+        return
+    root = out.resolve()
+    for name in listed:
+        p = (out / str(name)).resolve()
+        if root in p.parents and p.is_file():
+            p.unlink()
+
+
+def _readme(summary: dict, files: dict[str, str]) -> str:
+    r = summary["runs"]
+    lines = [
+        "# cmil-bench report", "",
+        f"Metric: `{summary['metric']}` (final score = mean of the last {summary['last_k']} "
+        f"evaluation(s) of a run). Runs root: `{summary['runs_root']}`.", "",
+        f"Runs: {r['finished']} finished, {r['in_progress_ignored']} in progress (ignored), "
+        f"{len(r['skipped'])} skipped as unreadable or duplicate, {r['used']} used.", "",
+        f"Algorithms: {', '.join(summary['algorithms'])}. Tasks: {', '.join(summary['tasks'])}. "
+        f"Demo counts: {', '.join(map(str, summary['demo_counts']))}.", "",
+        f"Intervals: 95% CIs from rliable's stratified bootstrap ({stats.METHOD}, "
+        f"{summary['reps']} resamples, seed {summary['seed']}). Aggregates use the same number "
+        "of seeds in every setting of an algorithm (smallest seeds kept); per-task tables use "
+        "every run. Sample-efficiency curves: IQM over seeds at each "
+        "of an algorithm's own evaluations, pointwise CI bands; offline algorithms "
+        "(env_steps = 0) are flat dashed lines at their final score.", "",
+    ]
+    if summary["notes"]:
+        lines += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
+    if r["skipped"]:
+        lines += ["## Skipped runs", ""] + [f"- `{s['run_dir']}`: {s['reason']}"
+                                            for s in r["skipped"]] + [""]
+    lines += ["## Files", "", "- `summary.json`: every number above, the run counts and notes"]
+    lines += [f"- `{name}`: {what}" for name, what in sorted(files.items())]
+    return "\n".join(lines) + "\n"
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", default="results/runs", help="root of the run folders "
+                        "(default results/runs)")
+    parser.add_argument("--out", default="results/report", help="output folder "
+                        "(default results/report)")
+    parser.add_argument("--metric", default="norm_score",
+                        help="column to score runs by: norm_score (default), eval_success, "
+                             "eval_return or any numeric column of metrics.csv")
+    parser.add_argument("--last-k", type=int, default=1,
+                        help="final score = mean of the last K evaluations (default 1)")
+    parser.add_argument("--reps", type=int, default=2000,
+                        help="bootstrap resamples per interval (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--no-figures", action="store_true", help="tables and summary only")
+    parser.add_argument("--manifest", help="file listing the run folders to use, one per line "
+                        "(default: every run under --runs)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    summary = report(args.runs, args.out, metric=args.metric, reps=args.reps, seed=args.seed,
+                     last_k=args.last_k, figures_too=not getattr(args, "no_figures", False),
+                     manifest=getattr(args, "manifest", None))
+    r = summary["runs"]
+    print(f"report: {r['used']} finished runs used ({r['in_progress_ignored']} in progress "
+          f"ignored, {len(r['skipped'])} skipped), {len(summary['algorithms'])} algorithms, "
+          f"{len(summary['tasks'])} tasks, {summary['seconds']} s -> {Path(args.out) / 'README.md'}")
+    for v in summary["algorithms"]:
+        iqm = summary["aggregates"][v]["IQM"]
+        print(f"  {v:24s} IQM {iqm['value']:.3f} [{iqm['lo']:.3f}, {iqm['hi']:.3f}]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cmil-bench report",
+                                     description="rliable aggregates, tables and figures from "
+                                                 "finished runs")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except UserError as e:
+        print(f"cmil-bench report: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

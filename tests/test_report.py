@@ -1,0 +1,262 @@
+"""The report: loading runs, final scores, rliable aggregates, tables, figures, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rliable import metrics as rl_metrics
+
+from analysis import stats
+from analysis.report import final_scores, load_runs, main, report
+from cmil_bench.errors import UserError
+
+REPS = 200
+EVALS = 4  # evaluations per run
+
+
+def write_run(root: Path, algo: str, task: str, demos: int, seed: int, finals: float, *,
+              offline: bool = False, variant: str | None = None, success: float | None = None,
+              finished: bool = True, extra: bool = False) -> Path:
+    """One run folder; the score ramps linearly from 0 to ``finals`` over EVALS evaluations."""
+    run = root / algo / task / f"d{demos}" / f"s{seed}"
+    run.mkdir(parents=True)
+    k = np.arange(1, EVALS + 1)
+    df = pd.DataFrame({
+        "algo": algo, "task": task, "n_demos": demos, "seed": seed,
+        "env_steps": 0 if offline else k * 1000, "grad_steps": k * 500, "wall_s": k * 1.5,
+        "eval_return": finals * 100 * k / EVALS,
+        "eval_success": (success if success is not None else min(1.0, finals)) * k / EVALS,
+        "norm_score": finals * k / EVALS,
+    })
+    if variant is not None:
+        df["variant"] = variant
+    if extra:
+        df["disc_loss"] = 0.3
+    df = df.sample(frac=1.0, random_state=seed)  # row order must not matter
+    (run / ("metrics.csv" if finished else "progress.csv")).write_text(df.to_csv(index=False))
+    return run
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    """A clearly above B on two tasks; C (offline, like BC) constant 0.5; one run in progress."""
+    root = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    for task in ("hopper", "maze"):
+        for seed in range(4):
+            write_run(root, "a", task, 10, seed, 0.9 + 0.05 * rng.random(), extra=True)
+            write_run(root, "b", task, 10, seed, 0.2 + 0.05 * rng.random())
+            write_run(root, "c", task, 10, seed, 0.5, offline=True)
+    write_run(root, "a", "hopper", 10, 99, 5.0, finished=False)
+    return root
+
+
+def test_load_runs_tidy_frame_and_counts(runs):
+    df, info = load_runs(runs)
+    assert info["finished"] == 24 and info["in_progress"] == 1 and info["skipped"] == []
+    assert len(df) == 24 * EVALS
+    assert df["run_dir"].nunique() == 24
+    assert set(df["variant"]) == {"a", "b", "c"}  # missing variant -> algo name
+    assert 99 not in set(df["seed"])  # the run in progress is ignored
+    # Rows come back in step order, whatever the order in the file.
+    one = df[df["run_dir"] == df["run_dir"].iloc[0]]
+    assert list(one["eval_index"]) == list(range(EVALS))
+    assert one["norm_score"].is_monotonic_increasing
+
+
+def test_load_runs_fills_identity_from_path_and_skips_broken(tmp_path):
+    root = tmp_path / "runs"
+    run = write_run(root, "cmil", "kitchen", 5, 3, 0.7, variant="cmil[penalty_weight=0]")
+    df = pd.read_csv(run / "metrics.csv").drop(columns=["seed", "n_demos"])
+    (run / "metrics.csv").write_text(df.to_csv(index=False))
+    broken = root / "bc" / "kitchen" / "d5" / "s0"
+    broken.mkdir(parents=True)
+    (broken / "metrics.csv").write_text("")
+    import shutil
+    shutil.copytree(run, root / "copies" / "cmil" / "kitchen" / "d5" / "s3")  # same run twice
+    loaded, info = load_runs(root)
+    assert info["finished"] == 1 and len(info["skipped"]) == 2
+    reasons = sorted(s["reason"] for s in info["skipped"])
+    assert "duplicate" in reasons[0] and "empty" in reasons[1]
+    assert set(loaded["seed"]) == {3} and set(loaded["n_demos"]) == {5}
+    assert set(loaded["variant"]) == {"cmil[penalty_weight=0]"}
+
+
+def test_final_scores_last_k(runs):
+    df, _ = load_runs(runs)
+    last = final_scores(df, last_k=1)
+    assert len(last) == 24
+    c = last[last["variant"] == "c"]["score"]
+    assert np.allclose(c, 0.5)
+    two = final_scores(df, last_k=2)
+    # Mean of the last two of a linear ramp to f: f * (EVALS - 0.5) / EVALS.
+    assert np.allclose(two[two["variant"] == "c"]["score"], 0.5 * (EVALS - 0.5) / EVALS)
+    with pytest.raises(UserError, match="nope"):
+        final_scores(df, metric="nope")
+    with pytest.raises(UserError, match="last_k"):
+        final_scores(df, last_k=0)
+
+
+def test_report_numbers_tables_and_figures(runs, tmp_path):
+    out = tmp_path / "report"
+    summary = report(runs, out, reps=REPS, seed=1)
+    assert summary["runs"]["finished"] == 24
+    assert summary["runs"]["in_progress_ignored"] == 1
+    agg = summary["aggregates"]
+    assert agg["a"]["IQM"]["value"] > agg["b"]["IQM"]["value"]
+    assert agg["a"]["IQM"]["lo"] > agg["b"]["IQM"]["hi"]  # clearly separated CIs
+    assert agg["c"]["Mean"] == {"value": pytest.approx(0.5), "lo": pytest.approx(0.5),
+                                "hi": pytest.approx(0.5)}
+    assert agg["c"]["Optimality Gap"]["value"] == pytest.approx(0.5)
+    poi = {(r["x"], r["y"]): r for r in summary["probability_of_improvement"]}
+    assert len(poi) == 6  # every ordered pair of 3 algorithms
+    assert poi[("a", "b")]["value"] > 0.95 and poi[("a", "b")]["lo"] > 0.9
+    assert poi[("b", "a")]["value"] < 0.05
+    assert poi[("a", "b")]["value"] + poi[("b", "a")]["value"] == pytest.approx(1.0)
+
+    for name in ("aggregates", "by_demos", "by_task_score", "by_task_success",
+                 "probability_of_improvement"):
+        assert (out / "tables" / f"{name}.md").is_file()
+        tex = (out / "tables" / f"{name}.tex").read_text()
+        assert "\\begin{tabular}" in tex
+        assert not re.search(r"(?<!\\)[_%]", tex), tex  # caption and cells escaped
+    for name in ("aggregates", "aggregates_by_demos", "performance_profiles",
+                 "probability_of_improvement", "sample_efficiency_hopper",
+                 "sample_efficiency_maze", "score_vs_demos"):
+        for ext in ("png", "pdf"):
+            f = out / "figures" / f"{name}.{ext}"
+            assert f.is_file() and f.stat().st_size > 1000, f
+    assert (out / "figures" / "aggregates.png").read_bytes()[:4] == b"\x89PNG"
+
+    md = (out / "tables" / "by_task_score.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("|")}
+    assert {"a", "b", "c"} <= set(rows)
+    # The constant algorithm's per-task mean and CI equal the constant.
+    assert rows["c"].count("0.50 [0.50, 0.50]") == 2
+    # A's per-task means match the data.
+    df, _ = load_runs(runs)
+    fs = final_scores(df)
+    a_hopper = fs[(fs["variant"] == "a") & (fs["task"] == "hopper")]["score"].mean()
+    assert f"{a_hopper:.2f} [" in rows["a"]
+    agg_md = (out / "tables" / "aggregates.md").read_text()
+    assert f"{agg['a']['IQM']['value']:.2f} [{agg['a']['IQM']['lo']:.2f}" in agg_md
+
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["runs"]["in_progress_ignored"] == 1
+    readme = (out / "README.md").read_text()
+    assert "1 in progress (ignored)" in readme
+    for f in saved["files"]:
+        assert (out / f).is_file(), f
+        if f != "README.md":
+            assert f"`{f}`" in readme
+
+
+def test_report_is_reproducible_and_ci_independent_of_other_algorithms(runs, tmp_path):
+    s1 = report(runs, tmp_path / "r1", reps=REPS, seed=3, figures_too=False)
+    s2 = report(runs, tmp_path / "r2", reps=REPS, seed=3, figures_too=False)
+    assert not (tmp_path / "r1" / "figures").exists()
+    assert s1["aggregates"] == s2["aggregates"]
+    # Removing algorithm b leaves a's intervals unchanged (each CI has its own seed).
+    import shutil
+    shutil.rmtree(runs / "b")
+    s3 = report(runs, tmp_path / "r3", reps=REPS, seed=3, figures_too=False)
+    assert s3["aggregates"]["a"] == s1["aggregates"]["a"]
+    assert len(s3["probability_of_improvement"]) == 2
+
+
+def test_unequal_seeds_are_truncated_for_aggregates(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_run(root, "a", "t1", 10, seed, 0.5 + 0.1 * seed)
+    write_run(root, "a", "t2", 10, 0, 0.3)
+    s = report(root, tmp_path / "out", reps=REPS, figures_too=False)
+    assert s["aggregates"]["a"]["seeds_per_setting"] == 1
+    assert s["runs"]["left_out_for_equal_seeds"] == 2
+    # Aggregate uses seed 0 of each task: mean of 0.5 and 0.3.
+    assert s["aggregates"]["a"]["Mean"]["value"] == pytest.approx(0.4)
+    # The per-task table uses all three seeds of t1.
+    assert s["per_setting"]["a"]["t1 d10"]["score"]["value"] == pytest.approx(0.6)
+    assert s["per_setting"]["a"]["t1 d10"]["n_runs"] == 3
+
+
+def test_single_algorithm_task_and_seed(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "cmil", "kitchen", 10, 0, 0.8)
+    out = tmp_path / "out"
+    s = report(root, out, reps=REPS)
+    iqm = s["aggregates"]["cmil"]["IQM"]
+    assert iqm["value"] == pytest.approx(0.8) and iqm["lo"] == iqm["hi"] == pytest.approx(0.8)
+    assert s["probability_of_improvement"] == []
+    assert any("one seed" in n for n in s["notes"])
+    assert (out / "figures" / "aggregates.png").is_file()
+    assert not (out / "figures" / "probability_of_improvement.png").exists()
+
+
+def test_demo_counts_and_variants(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        for demos, f in ((5, 0.3), (20, 0.9)):
+            write_run(root, "cmil", "kitchen", demos, seed, f)
+        write_run(root / "ablations", "cmil", "kitchen", 5, seed, 0.1,
+                  variant="cmil[penalty_weight=0]")
+    s = report(root, tmp_path / "out", reps=REPS)
+    assert s["algorithms"] == ["cmil", "cmil[penalty_weight=0]"]
+    by = s["aggregates_by_demos"]["cmil"]
+    assert by["5"]["IQM"]["value"] == pytest.approx(0.3)
+    assert by["20"]["IQM"]["value"] == pytest.approx(0.9)
+    assert "20" not in s["aggregates_by_demos"]["cmil[penalty_weight=0]"]
+    # The pair shares only the 5-demo setting.
+    pair = [r for r in s["probability_of_improvement"] if r["x"] == "cmil"][0]
+    assert pair["settings"] == 1 and pair["value"] == pytest.approx(1.0)
+    md = (tmp_path / "out" / "tables" / "by_demos.md").read_text()
+    assert "0.90 [0.90, 0.90]" in md and "cmil[penalty_weight=0]" in md
+    tex = (tmp_path / "out" / "tables" / "by_demos.tex").read_text()
+    assert "penalty\\_weight" in tex
+
+
+def test_empty_folder_is_a_user_error(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "a", "t", 10, 0, 0.5, finished=False)
+    with pytest.raises(UserError, match="no finished runs.*1 in progress"):
+        report(root, tmp_path / "out", reps=REPS)
+    with pytest.raises(UserError, match="does not exist"):
+        report(tmp_path / "missing", tmp_path / "out", reps=REPS)
+
+
+def test_bad_metric_and_reps(runs, tmp_path):
+    with pytest.raises(UserError, match="'score2'"):
+        report(runs, tmp_path / "out", metric="score2", reps=REPS)
+    with pytest.raises(UserError, match="reps"):
+        report(runs, tmp_path / "out", reps=0)
+    with pytest.raises(UserError, match="last_k"):
+        report(runs, tmp_path / "out", reps=REPS, last_k=-1)
+
+
+def test_main_cli(runs, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["--runs", str(runs), "--out", str(out), "--metric", "eval_return",
+               "--reps", str(REPS), "--last-k", "2", "--no-figures"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["metric"] == "eval_return" and "Optimality Gap" not in s["aggregates"]["a"]
+    assert "IQM" in capsys.readouterr().out
+    assert main(["--runs", str(tmp_path / "nothing_here"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_manifest_restricts_the_runs(runs, tmp_path):
+    from analysis.runs import load_runs as _load
+
+    all_df, _ = _load(runs)
+    dirs = sorted(all_df["run_dir"].unique())
+    keep = dirs[: len(dirs) // 2]
+    manifest = tmp_path / "runs.txt"
+    manifest.write_text("\n".join(keep) + "\n")
+    df, info = _load(runs, only=[l for l in manifest.read_text().splitlines() if l])
+    assert sorted(df["run_dir"].unique()) == keep
+    assert info["finished"] == len(keep)
