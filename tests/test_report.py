@@ -260,3 +260,28 @@ def test_manifest_restricts_the_runs(runs, tmp_path):
     df, info = _load(runs, only=[l for l in manifest.read_text().splitlines() if l])
     assert sorted(df["run_dir"].unique()) == keep
     assert info["finished"] == len(keep)
+
+
+def test_ablation_figure_and_table(tmp_path):
+    from analysis import ablation
+
+    root = tmp_path / "abl" / "runs"
+    dirs = []
+    for w, score in ((0, 0.3), (10, 0.8)):
+        for task in ("maze", "push"):
+            for seed in range(3):
+                v = f"cmil[penalty_weight={w}]"
+                dirs.append(write_run(root, v, task, 10, seed, score + 0.01 * seed, variant=v))
+    manifest = tmp_path / "runs.txt"
+    manifest.write_text("\n".join(str(d) for d in dirs) + "\n")
+    out = tmp_path / "out"
+    assert ablation.main(["--manifest", str(manifest), "--out", str(out), "--reps", "100"]) == 0
+    assert (out / "ablation.png").stat().st_size > 1000
+    table = (out / "ablation.md").read_text()
+    rows = [l for l in table.splitlines() if "penalty_weight" in l and "cmil[" in l]
+    assert len(rows) == 2
+    iqms = [float(r.split("|")[6]) for r in rows]
+    assert iqms[0] < 0.35 < 0.75 < iqms[1]
+    empty = tmp_path / "none.txt"
+    empty.write_text("")
+    assert ablation.main(["--manifest", str(empty), "--out", str(out)]) == 2
