@@ -6,7 +6,7 @@
 #   snakemake --profile profiles/slurm all     the same on a SLURM cluster
 #
 # Everything (algorithms, tasks, demo counts, seeds, presets, resources) comes from the config;
-# `--configfile config/paper.yaml` switches to the paper's settings.
+# `snakemake all --configfile config/paper.yaml` switches to the paper's settings.
 
 import json
 import os
@@ -50,8 +50,10 @@ def _ablation_table(section):
     algo = section.get("algo", "cmil")
     for key, values in (section.get("switches") or {}).items():
         for val in values:
+            sets = dict(section.get("set") or {})
+            sets[key] = val
             table[f"{algo}[{key}={val}]"] = {"algo": algo, "preset": section.get("preset"),
-                                             "set": {key: val}, "demos": list(section["demos"])}
+                                             "set": sets, "demos": list(section["demos"])}
     return table
 
 

@@ -156,9 +156,15 @@ def _resolve_minari_id(dataset_id: str) -> Path:
                     found.append((int(m.group(1)), cand))
         if found:
             return max(found)[1]
+    if dataset_id.startswith("cmil-bench/"):
+        how = (f"make it with `cmil-bench demos --task {dataset_id.split('/')[1]}` (a task's scripted "
+               "expert) or `cmil-bench demos --task ... --source NAME --path DIR`")
+    else:
+        how = (f"on a machine with network run `minari download {dataset_id}`, then copy it into "
+               "that root")
     raise UserError(
         f"no Minari dataset {dataset_id!r} under {root} (the local Minari root, set by "
-        f"MINARI_DATASETS_PATH or ~/.minari/datasets); nothing is downloaded: put the dataset there "
+        f"MINARI_DATASETS_PATH or ~/.minari/datasets); nothing is downloaded during a run: {how}, "
         f"or pass a path"
     )
 
