@@ -58,7 +58,8 @@ def _ablation_table(section):
 
 
 MAIN = {"algos": config["algos"], "tasks": config["tasks"], "demos": config["demos"],
-        "seeds": config["seeds"], "demo_episodes": config.get("demo_episodes", 50)}
+        "seeds": config["seeds"], "demo_episodes": config.get("demo_episodes", 50),
+        "report_reps": config.get("report_reps", 2000)}
 SMOKE = dict(config.get("smoke", {}))
 SMOKE["force_demos"] = True
 ABL = dict(config.get("ablation", {}))
@@ -192,8 +193,9 @@ rule run:
         env=_run_env,
     threads: 1
     resources:
-        runtime=lambda wc: _resources(wc, "runtime"),
-        mem_mb=lambda wc: _resources(wc, "mem_mb"),
+        # Retries (profiles: `retries`) get more time and memory with each attempt.
+        runtime=lambda wc, attempt: _resources(wc, "runtime") * attempt,
+        mem_mb=lambda wc, attempt: _resources(wc, "mem_mb") * attempt,
         cpus_per_task=lambda wc: _resources(wc, "cpus_per_task"),
         gpu=lambda wc: _resources(wc, "gpu") or 0,
     shell:
@@ -221,13 +223,15 @@ rule report:
     """rliable aggregates, tables (Markdown, LaTeX) and figures (PNG, PDF) of one sweep."""
     input:
         "{root}/report/runs.txt",
+    params:
+        reps=lambda wc: SECTIONS[ROOT_TO_SWEEP[wc.root]].get("report_reps", config.get("report_reps", 2000)),
     output:
         "{root}/report/summary.json",
     log:
         "{root}/logs/report.log",
     shell:
         "cmil-bench report --runs {wildcards.root}/runs --manifest {input} --out {wildcards.root}/report "
-        "> {log} 2>&1"
+        "--reps {params.reps} > {log} 2>&1"
 
 
 rule ablation_figure:
@@ -236,7 +240,10 @@ rule ablation_figure:
         "{root}/report/runs.txt",
     output:
         "{root}/report/ablation.png",
+    params:
+        reps=lambda wc: SECTIONS[ROOT_TO_SWEEP[wc.root]].get("report_reps", config.get("report_reps", 2000)),
     log:
         "{root}/logs/ablation.log",
     shell:
-        "python -m analysis.ablation --manifest {input} --out {wildcards.root}/report > {log} 2>&1"
+        "python -m analysis.ablation --manifest {input} --out {wildcards.root}/report "
+        "--reps {params.reps} > {log} 2>&1"

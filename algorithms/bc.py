@@ -128,8 +128,8 @@ def train(run, cfg: Config) -> None:
             opt.step()
             step += 1
             bar.update(1)
+            run.check_finite({"bc_loss": loss}, step)
             if step % cfg.eval_every == 0 or step == cfg.grad_steps:
-                run.check_finite({"bc_loss": loss}, step)
                 policy.eval()
                 row = run.evaluate(policy.act, env_steps=0, grad_steps=step,
                                    extra={"bc_loss": loss.item()})

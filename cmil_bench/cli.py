@@ -125,14 +125,48 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def check_mujoco_gl(chosen_by_user: bool = True) -> None:
+    """Import MuJoCo now, turning a bad or unusable ``MUJOCO_GL`` into one clear UserError.
+
+    MuJoCo reads ``MUJOCO_GL`` when it is first imported, and every environment imports it (even
+    state tasks). An unknown value, or a backend whose library is missing (no EGL, no OSMesa),
+    makes that import raise deep inside gymnasium; this names the variable instead. When the user
+    did not choose ``MUJOCO_GL`` (the CLI's default ``egl``) and EGL is unusable, rendering is
+    switched off instead: state tasks run, pixel tasks stop with a clear error when they render.
+    """
+    try:
+        import mujoco  # noqa: F401
+        return
+    except Exception as e:
+        gl = os.environ.get("MUJOCO_GL")
+        err = f"{type(e).__name__}: {e}"
+    if not chosen_by_user:
+        os.environ["MUJOCO_GL"] = "disable"
+        try:
+            import mujoco  # noqa: F401,F811
+        except Exception:
+            pass
+        else:
+            print(f"[cmil-bench] MuJoCo cannot render with MUJOCO_GL={gl!r} here ({err}); "
+                  "rendering is off (state tasks only)", file=sys.stderr)
+            return
+    raise UserError(
+        f"cannot load MuJoCo with MUJOCO_GL={gl!r} ({err}). Use MUJOCO_GL=egl (GPU or EGL) or "
+        "MUJOCO_GL=osmesa (software rendering) where that library is installed; state tasks "
+        "also run with MUJOCO_GL=disable")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    gl_chosen = "MUJOCO_GL" in os.environ
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
+        if args.command in ("demos", "run", "list"):
+            check_mujoco_gl(chosen_by_user=gl_chosen)
         if args.command == "demos":
             return _cmd_demos(args)
         if args.command == "run":
@@ -148,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"cmil-bench {args.command}: training diverged: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        hint = (" (run the same command again to resume from the last checkpoint)"
+                if args.command == "run" else "")
+        print(f"cmil-bench {args.command}: interrupted{hint}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -24,6 +24,7 @@ Files in the run folder:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -48,6 +49,8 @@ METRIC_COLUMNS = [
     "env_steps", "grad_steps", "wall_s", "eval_return", "eval_success", "norm_score",
 ]
 EVAL_SEED_BASE = 1_000_000
+# MUJOCO_GL values with which MuJoCo loads without any OpenGL (no pixel observations possible).
+RENDERING_OFF = ("disable", "disabled", "off", "false", "0")
 RANDOM_REF_SEED = 777
 
 
@@ -76,13 +79,20 @@ def _git_revision() -> str:
     return "unknown"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    """``write(file)`` into ``PATH.tmpPID``, fsync, then rename over ``path``: a process killed at
+    any moment leaves the old file or the new one, never a torn one (execute removes the
+    leftover temporary)."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
-        f.write(data)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -102,6 +112,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+_CHECKPOINT_KEYS = ("config_hash", "algo_state", "rows", "wall_s", "rng", "torch_rng",
+                    "np_global_rng", "py_rng")
 
 
 class Run:
@@ -299,9 +313,7 @@ class Run:
             "np_global_rng": np.random.get_state(),
             "py_rng": random.getstate(),
         }
-        tmp = self.checkpoint_path.with_name(f"checkpoint.pt.tmp{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        _atomic_write(self.checkpoint_path, lambda f: torch.save(payload, f))
 
     def restore(self) -> dict | None:
         """The state of the last checkpoint of this same run, or None for a fresh start."""
@@ -310,8 +322,13 @@ class Run:
         try:
             payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
         except Exception as e:  # a torn or foreign file: start clean rather than guess
-            print(f"[cmil-bench] ignoring unreadable checkpoint {self.checkpoint_path}: {e}",
-                  file=sys.stderr)
+            print(f"[cmil-bench] ignoring unreadable checkpoint {self.checkpoint_path}: "
+                  f"{type(e).__name__}: {e}", file=sys.stderr)
+            return None
+        missing = [k for k in _CHECKPOINT_KEYS if not isinstance(payload, dict) or k not in payload]
+        if missing:
+            print(f"[cmil-bench] ignoring checkpoint {self.checkpoint_path} without "
+                  f"{', '.join(missing)}; starting clean", file=sys.stderr)
             return None
         if payload.get("config_hash") != self._config_hash:
             print(f"[cmil-bench] checkpoint in {self.out} belongs to another config; starting clean",
@@ -363,34 +380,111 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
     """
     from algorithms import get_algorithm
     from cmil_bench.config import build_config
-    from envs.datasets import describe_episode_ids, load_demos, subsample
+    from envs.datasets import load_demos, subsample
     from envs.registry import get_task
 
     module = get_algorithm(algo)
     spec = get_task(task)
     cfg = build_config(module.Config, getattr(module, "PRESETS", {}), preset, overrides, algo)
     variant = variant or algo
+    gl = os.environ.get("MUJOCO_GL", "")
+    if spec.obs_mode == "pixels" and gl.strip().lower() in RENDERING_OFF:
+        raise UserError(f"task {task!r} observes pixels, but MUJOCO_GL={gl!r} switches MuJoCo's "
+                        "rendering off; use MUJOCO_GL=egl or MUJOCO_GL=osmesa")
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"run folder {str(out)!r} exists and is not a folder")
     metrics = out / "metrics.csv"
     if metrics.exists() and not force:
-        print(f"[cmil-bench] {metrics} exists: run already complete (use --force to redo)",
-              file=sys.stderr)
-        return metrics
-    out.mkdir(parents=True, exist_ok=True)
-    if force:
-        for name in ("metrics.csv", "progress.csv", "checkpoint.pt"):
-            (out / name).unlink(missing_ok=True)
+        return _already_complete(metrics)
 
+    # Every input is checked before the run folder is touched: bad input leaves nothing behind.
     source = demo_source or spec.demo_source
     if not source:
         raise UserError(f"task {task!r} names no demo source; pass --demo-source")
     demoset = load_demos(source, task=spec)
     demos = subsample(demoset, n_demos, seed)
+    device = resolve_device(cfg.device)
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run folder {str(out)!r}: {e.strerror or e}") from None
+    with RunFolderLock(out):
+        if metrics.exists() and not force:  # finished by another process while we loaded
+            return _already_complete(metrics)
+        if force:
+            for name in ("metrics.csv", "progress.csv", "checkpoint.pt"):
+                (out / name).unlink(missing_ok=True)
+        _remove_stale_temporaries(out)
+        return _execute_locked(module, algo=algo, variant=variant, task=task, spec=spec, cfg=cfg,
+                               n_demos=n_demos, seed=seed, out=out, preset=preset,
+                               overrides=overrides, demoset=demoset, demos=demos,
+                               device=device, show_progress=show_progress)
+
+
+def _already_complete(metrics: Path) -> Path:
+    print(f"[cmil-bench] {metrics} exists: run already complete (use --force to redo)",
+          file=sys.stderr)
+    return metrics
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove half-written ``NAME.tmpPID`` files left by a process killed while writing."""
+    for p in out.glob("*.tmp*"):
+        if p.is_file() and p.name.rpartition(".tmp")[2].isdigit():
+            p.unlink(missing_ok=True)
+
+
+class RunFolderLock:
+    """Exclusive lock on a run folder (``OUT/.lock``) while one process runs in it.
+
+    A second ``cmil-bench run`` on the same folder (a duplicate job, a manual rerun while the
+    workflow still runs it) stops with a UserError instead of interleaving its checkpoints with
+    the first. The kernel drops the lock when the process ends, however it ends (SIGKILL too),
+    so a crash never leaves a stale lock. File systems without locks run unlocked.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunFolderLock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+                os.close(fd)
+                raise UserError(
+                    f"run folder {str(self.folder)!r} is in use by another cmil-bench process "
+                    f"({holder}); wait for it to end or choose another --out") from None
+            print(f"[cmil-bench] cannot lock {self.path} ({e.strerror}); running unlocked",
+                  file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _execute_locked(module, *, algo, variant, task, spec, cfg, n_demos, seed, out, preset,
+                    overrides, demoset, demos, device, show_progress) -> Path:
+    from envs.datasets import describe_episode_ids
 
     torch.set_num_threads(cfg.torch_threads)
-    device = resolve_device(cfg.device)
     seed_everything(seed)
     record = {
         "identity": _identity(algo, variant, task, n_demos, seed, demoset.source, cfg),

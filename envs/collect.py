@@ -42,7 +42,8 @@ def make_expert(spec: TaskSpec, env: gym.Env):
     if not spec.expert:
         raise UserError(f"task {spec.name!r} has no scripted expert")
     if spec.expert not in EXPERTS:
-        raise UserError(f"task {spec.name!r}: unknown expert {spec.expert!r}; known: {sorted(EXPERTS)}")
+        raise UserError(
+            f"task {spec.name!r}: unknown expert {spec.expert!r}; known: {sorted(EXPERTS)}")
     return EXPERTS[spec.expert](env)
 
 
@@ -54,7 +55,8 @@ def rollout(env: gym.Env, spec: TaskSpec, policy: Callable[[Any, Any], np.ndarra
     ``policy(obs, raw_obs) -> action``; ``None`` samples the action space uniformly. The result
     holds ``observations`` (list of T+1 wrapped observations when ``keep_obs``), ``actions``,
     ``rewards``, ``terminated``, ``truncated``, ``infos`` (without ``raw_obs``), ``success``,
-    ``ret`` and ``length``. ``on_reset(raw_obs)`` is called after the reset (an expert's reset).
+    ``ret``, ``length`` and ``success_flags`` (``info[spec.success_key]`` per row, T+1 rows, the
+    reset's first). ``on_reset(raw_obs)`` is called after the reset (an expert's reset).
     """
     obs, info = env.reset(seed=seed)
     raw = info["raw_obs"]
@@ -119,6 +121,8 @@ def expert_success_rate(task: TaskSpec | str, episodes: int = 100, seed: int = 0
 def random_policy_stats(task: TaskSpec | str, episodes: int = 20, seed: int = 0) -> dict:
     """Uniform random actions (action space seeded with ``seed``) on reset seeds ``seed + i``."""
     spec = _spec(task)
+    if episodes < 1:
+        raise UserError(f"episodes must be >= 1, got {episodes}")
     env = make_env(spec, seed=seed, render_pixels=False)
     try:
         outs = [rollout(env, spec, None, seed + i, keep_obs=False) for i in range(episodes)]
@@ -180,6 +184,8 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
     spec = get_task(task)
     if not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise UserError(f"episodes must be a positive integer, got {episodes!r}")
+    if not isinstance(random_episodes, (int, np.integer)) or random_episodes < 1:
+        raise UserError(f"random_episodes must be a positive integer, got {random_episodes!r}")
     pixels = bool(pixels) or spec.obs_mode == "pixels"
     dataset_id = dataset_id or default_dataset_id(spec)
 
@@ -193,17 +199,20 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
                 raise UserError(f"dataset {dataset_id!r} already exists at {path}; "
                                 "pass overwrite=True to replace it")
             if not (path / "data").is_dir():
-                raise UserError(f"refusing to overwrite {path}: it does not look like a Minari dataset")
+                raise UserError(
+                    f"refusing to overwrite {path}: it does not look like a Minari dataset")
             shutil.rmtree(path)
 
         env = make_env(spec, render_pixels=pixels)
+        act_space = env.action_space
         kept: list[dict] = []
         attempts = 0
         try:
             while len(kept) < episodes:
                 if attempts >= MAX_ATTEMPT_FACTOR * episodes:
                     raise UserError(
-                        f"task {spec.name}: the expert {spec.expert!r} succeeded in only {len(kept)} "
+                        f"task {spec.name}: the expert {spec.expert!r} succeeded in only "
+                        f"{len(kept)} "
                         f"of {attempts} episodes (seeds {seed}..{seed + attempts - 1}); "
                         f"{episodes} successful demos were asked for")
                 out = _run_expert(env, spec, seed + attempts, keep_obs=True)
@@ -218,14 +227,11 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
         demo_mean = float(np.mean([o["ret"] for o in kept]))
         buffers = [_to_buffer(EpisodeBuffer, i, o, pixels) for i, o in enumerate(kept)]
         obs_space = _dataset_obs_space(kept[0], pixels, spec)
-        base_env = make_env(spec, render_pixels=False)
-        act_space = base_env.action_space
         env_spec = dataclasses.replace(
             gym.spec(spec.env_id),
             kwargs={**gym.spec(spec.env_id).kwargs, **spec.env_kwargs},
             max_episode_steps=spec.max_episode_steps,
         )
-        base_env.close()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = minari.create_dataset_from_buffers(
@@ -243,7 +249,7 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
                 ref_max_score=demo_mean,
                 description=f"{len(kept)} successful scripted-expert episodes of task "
                 f"{spec.family or spec.name} ({spec.env_id}); observations: state"
-                + (" and 64x64 pixels" if pixels else ""),
+                + (f" and {spec.image_size}x{spec.image_size} pixels" if pixels else ""),
                 jpeg_encoding=False,
             )
         ds.storage.update_metadata({
@@ -255,8 +261,9 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
             "cmil_random_return": rand["mean_return"],
             "cmil_demo_return": demo_mean,
             "cmil_pixels": bool(pixels),
-            "cmil_camera": {k: (list(map(float, v)) if isinstance(v, (list, tuple, np.ndarray)) else v)
-                            for k, v in spec.camera.items()},
+            "cmil_camera": {
+                k: (list(map(float, v)) if isinstance(v, (list, tuple, np.ndarray)) else v)
+                for k, v in spec.camera.items()},
         })
         return str(path)
 

@@ -25,6 +25,7 @@ FetchPush 52 -> 116 (default -> fast).
 
 from __future__ import annotations
 
+import atexit
 import os
 import weakref
 from typing import Any
@@ -36,6 +37,10 @@ from gymnasium.wrappers import AddRenderObservation, TransformObservation
 from cmil_bench.errors import UserError
 
 _ROBOTICS_REGISTERED = False
+# Release hooks of the live off-screen viewers, run at exit by a hook registered after the first
+# GL context exists, hence after (so it runs before) MuJoCo's EGL display termination.
+_RELEASES: list = []
+_EXIT_HOOK = False
 
 
 def register_robotics_envs() -> None:
@@ -110,7 +115,8 @@ def _release_viewer(viewer) -> None:
     collector, a dead env's MjrContext would delete a live env's framebuffer (black frames).
     """
     try:
-        if getattr(viewer, "opengl_context", None) is None or viewer.opengl_context._context is None:
+        ctx = getattr(viewer, "opengl_context", None)
+        if ctx is None or ctx._context is None:
             return
     except AttributeError:  # OSMesa context: no _context attribute
         pass
@@ -120,6 +126,21 @@ def _release_viewer(viewer) -> None:
         viewer.opengl_context.free()
     except Exception:  # noqa: BLE001 - best effort during close / interpreter exit
         pass
+
+
+def _track_release(release) -> None:
+    global _EXIT_HOOK
+    _RELEASES[:] = [r for r in _RELEASES if r.alive]
+    _RELEASES.append(release)
+    if not _EXIT_HOOK:
+        atexit.register(_release_all)
+        _EXIT_HOOK = True
+
+
+def _release_all() -> None:
+    for release in list(_RELEASES):
+        release()
+    _RELEASES.clear()
 
 
 class OffscreenFrames(gym.Wrapper):
@@ -136,7 +157,8 @@ class OffscreenFrames(gym.Wrapper):
         super().__init__(env)
         renderer = find_renderer(env)
         if renderer is None:
-            raise UserError(f"task {spec.name}: env {spec.env_id!r} has no MuJoCo renderer for pixels")
+            raise UserError(
+                f"task {spec.name}: env {spec.env_id!r} has no MuJoCo renderer for pixels")
         if spec.camera:
             cam = dict(renderer.default_cam_config or {})
             cam.update({k: (np.asarray(v, dtype=np.float64) if isinstance(v, (list, tuple)) else v)
@@ -162,9 +184,9 @@ class OffscreenFrames(gym.Wrapper):
                 viewer.scn.flags[flag] = 0
         self.viewer = viewer
         self.fast_render = fast_render
-        # Runs on close, on garbage collection, or at interpreter exit (before MuJoCo's EGL
-        # display is terminated, since it is registered after it).
+        # Runs on close, on garbage collection, or at interpreter exit.
         self._release = weakref.finalize(self, _release_viewer, viewer)
+        _track_release(self._release)
 
     def render(self):
         self.viewer.make_context_current()
@@ -200,5 +222,6 @@ def make_task_env(spec, render_pixels: bool | None = None, fast_render: bool = T
     if not want_frames:
         return env
     env = OffscreenFrames(env, spec, fast_render=fast_render)
-    return AddRenderObservation(env, render_only=(layout == "pixels"), render_key="pixels", obs_key="state")
+    return AddRenderObservation(env, render_only=(layout == "pixels"), render_key="pixels",
+                                obs_key="state")
 
