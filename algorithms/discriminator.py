@@ -34,12 +34,16 @@ class Discriminator(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-def bce_loss(disc: Discriminator, expert_x: torch.Tensor, policy_x: torch.Tensor
+def bce_loss(disc: Discriminator, expert_x: torch.Tensor, policy_x: torch.Tensor,
+             expert_weight: torch.Tensor | None = None, policy_weight: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Binary cross-entropy with expert = 1, policy = 0; returns (loss, accuracy)."""
+    """Binary cross-entropy with expert = 1, policy = 0; returns (loss, accuracy).
+
+    Optional per-sample weights scale each term before the mean over the batch (DAC weighs the
+    demos' absorbing transitions by 1/subsampling rate this way)."""
     le, lp = disc(expert_x), disc(policy_x)
-    loss = (F.binary_cross_entropy_with_logits(le, torch.ones_like(le))
-            + F.binary_cross_entropy_with_logits(lp, torch.zeros_like(lp)))
+    loss = (F.binary_cross_entropy_with_logits(le, torch.ones_like(le), weight=expert_weight)
+            + F.binary_cross_entropy_with_logits(lp, torch.zeros_like(lp), weight=policy_weight))
     with torch.no_grad():
         acc = 0.5 * ((le > 0).float().mean() + (lp < 0).float().mean())
     return loss, acc

@@ -1,0 +1,438 @@
+"""GAIL: generative adversarial imitation learning (Ho and Ermon, 2016) with a PPO generator,
+from states or 64x64 pixels.
+
+Each iteration
+  1. collects a rollout of ``rollout_len`` steps in each of ``n_envs`` environments with the
+     current Gaussian policy (every environment starts the rollout from ``reset(seed=...)``,
+     seeds drawn from the run's generator; an episode that ends inside the rollout is reset the
+     same way),
+  2. trains the discriminator ``D(s, a)`` (MLP 2 x 100 tanh; binary cross-entropy with expert = 1
+     and policy = 0, plus a gradient penalty of weight ``gp_weight`` on interpolates) for
+     ``disc_epochs`` passes (``disc_warmup_epochs`` in the first ``disc_warmup_iters``
+     iterations),
+  3. relabels the rollout with the reward ``log D - log(1 - D)`` (= the logit), divided by a
+     running standard deviation of the discounted return (``norm_reward``),
+  4. runs PPO: GAE(lambda), clipped surrogate objective, (clipped) value loss, entropy bonus,
+     ``ppo_epochs`` passes over shuffled minibatches, global gradient clipping, optional linear
+     learning-rate decay.
+Time-limit ends (``truncated``) and the rollout's cut bootstrap with the value of the real next
+observation; only ``terminated`` ends an episode with zero value.
+
+Observations: ``obs_norm="running"`` standardises state observations with running statistics
+(VecNormalize style, clipped at ``obs_clip``); they stay frozen during one iteration (the rollout,
+the discriminator and PPO all see the same normalisation, expert states included) and absorb the
+rollout's observations at its end. ``"demo"`` uses the demos' fixed statistics, ``"none"`` raw
+states. Pixels: a shared CNN encoder (``algorithms.nets.ObsEncoder``) + linear/LayerNorm/tanh
+trunk feeds the actor and the critic; the discriminator reads its detached features, so only
+PPO trains the encoder; random-shift augmentation (``augment``) applies to the frames of every
+PPO and discriminator minibatch.
+
+Faithful to ikostrikov/pytorch-a2c-ppo-acktr-gail's GAIL (Adam 3e-4, clip 0.2, 10 PPO epochs of
+32 minibatches,
+GAE 0.95, gamma 0.99, value coefficient 0.5, gradient norm 0.5, clipped value loss, 64x64 tanh
+actor and critic with a state-independent log-std; discriminator lr 1e-3, batch 128, 5 epochs per
+iteration after a 100-epoch warm-up in the first 10; reward normalised by the running std of the
+discounted return). Departures: several environments (``n_envs``) and rollouts that restart from
+fresh resets (so that evaluations and checkpoints fall between iterations with no environment
+state to save, and a resumed run continues exactly; with ``rollout_len`` equal to the episode
+length, 0 = the task's, non-terminating tasks lose nothing); the discriminator sees the executed
+(clipped) action. Demo subsampling (``subsample``; the reference took every 20th step of
+1000-step demos) is off by default because our demos are few and 50-300 steps long.
+
+Evaluations (and checkpoints) come after the first iteration that crosses each multiple of
+``eval_every`` environment steps, and after the last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from algorithms.dac import FlatAdam, parse_task_values, task_budget
+from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
+from algorithms.nets import ObsEncoder, mlp, random_shift
+from cmil_bench.config import BaseConfig
+from cmil_bench.errors import UserError
+
+
+@dataclass
+class Config(BaseConfig):
+    total_steps: int = 1_000_000
+    eval_every: int = 50_000
+    # Per-task budgets, for sweeps that mix cheap and slow environments: "TASK=STEPS" entries
+    # (TASK a task name or family) that replace total_steps / eval_every on that task.
+    task_total_steps: tuple[str, ...] = ()
+    task_eval_every: tuple[str, ...] = ()
+    # Environments stepped side by side and steps per environment per rollout (0 = episode length).
+    n_envs: int = 8
+    rollout_len: int = 0
+    # PPO.
+    lr: float = 3e-4
+    lr_decay: bool = True
+    adam_eps: float = 1e-5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    ppo_epochs: int = 10
+    # Minibatches per PPO epoch (the rollout of n_envs * rollout_len steps is split evenly).
+    num_minibatches: int = 32
+    vf_coef: float = 0.5
+    ent_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    clip_value_loss: bool = True
+    norm_adv: bool = True
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+    # Observation normalisation: "running" | "demo" | "none" (states only).
+    obs_norm: str = "running"
+    obs_clip: float = 10.0
+    # Discriminator.
+    disc_hidden: tuple[int, ...] = (100, 100)
+    disc_activation: str = "tanh"
+    disc_lr: float = 1e-3
+    disc_batch_size: int = 128
+    gp_weight: float = 10.0
+    disc_epochs: int = 5
+    disc_warmup_iters: int = 10
+    disc_warmup_epochs: int = 100
+    # Cap on discriminator minibatches per epoch (0 = as many as the data allow).
+    disc_max_batches: int = 0
+    reward_form: str = "logit"
+    norm_reward: bool = True
+    # Keep every k-th demo transition (random offset per demo); 1 keeps all.
+    subsample: int = 1
+    # Pixels only.
+    encoder_depth: int = 32
+    feature_dim: int = 50
+    augment: bool = True
+    shift_pad: int = 4
+
+    def __post_validate__(self):
+        if self.obs_norm not in ("running", "demo", "none"):
+            raise UserError(f"gail: obs_norm must be running|demo|none, got {self.obs_norm!r}")
+        if self.reward_form not in ("logit", "gail", "prob", "log"):
+            raise UserError(f"gail: reward_form must be logit|gail|prob|log, got {self.reward_form!r}")
+        for name in ("total_steps", "n_envs", "ppo_epochs", "num_minibatches", "disc_batch_size",
+                     "subsample", "feature_dim", "encoder_depth"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"gail: {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("rollout_len", "disc_epochs", "disc_warmup_iters", "disc_warmup_epochs",
+                     "disc_max_batches", "gp_weight", "ent_coef", "vf_coef", "max_grad_norm",
+                     "shift_pad"):
+            if getattr(self, name) < 0:
+                raise UserError(f"gail: {name} must be >= 0, got {getattr(self, name)!r}")
+        parse_task_values(self.task_total_steps, "task_total_steps", "gail")
+        parse_task_values(self.task_eval_every, "task_eval_every", "gail")
+        if not 0 <= self.gamma < 1 or not 0 <= self.gae_lambda <= 1:
+            raise UserError(f"gail: gamma must be in [0, 1) and gae_lambda in [0, 1], "
+                            f"got {self.gamma!r}, {self.gae_lambda!r}")
+
+
+PRESETS = {
+    # Default CPU sweep (pointmaze-umaze, fetch-push; one core, <= 75 s a run).
+    "cpu": {"total_steps": 300_000, "eval_every": 100_000, "n_envs": 8, "num_minibatches": 4,
+            "disc_warmup_epochs": 20, "disc_max_batches": 8, "log_std_init": -1.0},
+    # A few seconds, for tests.
+    "smoke": {"total_steps": 240, "eval_every": 120, "eval_episodes": 2, "n_envs": 2,
+              "rollout_len": 60, "ppo_epochs": 2, "num_minibatches": 4, "disc_batch_size": 32,
+              "disc_warmup_iters": 1, "disc_warmup_epochs": 2, "disc_epochs": 1, "hidden": (16,),
+              "disc_hidden": (16,), "encoder_depth": 4, "feature_dim": 16},
+}
+
+
+# ------------------------------------------------------------------------ pieces
+
+
+class RunningMeanStd:
+    """Running mean and variance (Chan et al.'s parallel update), float64."""
+
+    def __init__(self, shape=()):
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = 1e-4
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, np.float64).reshape(-1, *self.mean.shape)
+        bm, bv, n = x.mean(0), x.var(0), x.shape[0]
+        delta, tot = bm - self.mean, self.count + n
+        self.mean = self.mean + delta * n / tot
+        self.var = (self.var * self.count + bv * n + delta ** 2 * self.count * n / tot) / tot
+        self.count = tot
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.mean, self.var, self.count = np.array(s["mean"]), np.array(s["var"]), float(s["count"])
+
+
+def discounted_return_scale(rewards: np.ndarray, dones: np.ndarray, rms: RunningMeanStd,
+                            gamma: float) -> np.ndarray:
+    """Feed the running discounted return of each environment (rows = time) into ``rms`` and
+    return the rewards divided by its standard deviation (ikostrikov's ret_rms)."""
+    ret = np.zeros(rewards.shape[1])
+    rets = np.empty_like(rewards, dtype=np.float64)
+    for t in range(rewards.shape[0]):
+        ret = ret * gamma + rewards[t]
+        rets[t] = ret
+        ret = ret * (1.0 - dones[t])
+    rms.update(rets.reshape(-1))
+    return (rewards / np.sqrt(rms.var + 1e-8)).astype(np.float32)
+
+
+def gae(rewards, values, next_values, terminated, ended, gamma: float, lam: float):
+    """Generalised advantage estimates for (T, N) arrays.
+
+    ``next_values[t]`` is V of the real observation after step t (the final observation when the
+    episode ended there); ``terminated`` zeroes it; ``ended`` (terminated, truncated or the cut
+    at the rollout's end) stops the recursion."""
+    T = rewards.shape[0]
+    adv = np.zeros_like(rewards)
+    last = np.zeros(rewards.shape[1], dtype=rewards.dtype)
+    for t in reversed(range(T)):
+        delta = rewards[t] + gamma * (1.0 - terminated[t]) * next_values[t] - values[t]
+        last = delta + gamma * lam * (1.0 - ended[t]) * last
+        adv[t] = last
+    return adv, adv + values
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, obs_shape, act_dim: int, cfg: Config):
+        super().__init__()
+        self.base = ObsEncoder(obs_shape, depth=cfg.encoder_depth)
+        self.pixels = self.base.pixels
+        if self.pixels:
+            self.trunk = nn.Sequential(nn.Linear(self.base.out_dim, cfg.feature_dim),
+                                       nn.LayerNorm(cfg.feature_dim), nn.Tanh())
+            self.feat_dim = cfg.feature_dim
+        else:
+            self.feat_dim = self.base.out_dim
+        self.pi = mlp(self.feat_dim, cfg.hidden, act_dim, act=cfg.activation)
+        self.v = mlp(self.feat_dim, cfg.hidden, 1, act=cfg.activation)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.log_std_init)))
+        # PPO's usual orthogonal init (small last layer of the policy).
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.orthogonal_(m.weight, math.sqrt(2))
+                nn.init.zeros_(m.bias)
+        nn.init.orthogonal_(self.pi[-1].weight, 0.01)
+        nn.init.orthogonal_(self.v[-1].weight, 1.0)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.base(obs)) if self.pixels else obs.float()
+
+    def dist(self, feat: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(self.pi(feat), self.log_std.exp().expand(feat.shape[0], -1))
+
+    def value(self, feat: torch.Tensor) -> torch.Tensor:
+        return self.v(feat).squeeze(-1)
+
+
+def expert_arrays(demos, obs_key: str, subsample: int, rng: np.random.Generator):
+    obs, act = [], []
+    for tr in demos:
+        n = len(tr)
+        keep = np.ones(n, dtype=bool)
+        if subsample > 1:
+            keep = (np.arange(n) + int(rng.integers(subsample))) % subsample == 0
+        obs.append(tr.observations[obs_key][:-1][keep])
+        act.append(tr.actions[keep])
+    obs, act = np.concatenate(obs), np.clip(np.concatenate(act).astype(np.float32), -1.0, 1.0)
+    if len(act) == 0:
+        raise UserError("gail: the demos hold no transitions")
+    return obs, act
+
+
+# ------------------------------------------------------------------------ training loop
+
+
+def train(run, cfg: Config) -> None:
+    dev = run.device
+    obs_shape, act_dim = run.obs_shape, run.act_dim
+    pixels = len(obs_shape) == 3
+    T = cfg.rollout_len or int(run.task.max_episode_steps)
+    N = cfg.n_envs
+    total_steps, eval_every = task_budget(cfg, run.task)
+    iters_total = math.ceil(total_steps / (N * T))
+
+    exp_obs, exp_act = expert_arrays(run.demos, run.obs_key, cfg.subsample, run.rng)
+    obs_rms = RunningMeanStd(obs_shape if not pixels else ())
+    use_norm = cfg.obs_norm != "none" and not pixels
+    if cfg.obs_norm == "demo" and not pixels:
+        s = np.concatenate([t.observations[run.obs_key] for t in run.demos]).astype(np.float64)
+        obs_rms.mean, obs_rms.var, obs_rms.count = s.mean(0), s.var(0), float(len(s))
+    ret_rms = RunningMeanStd(())
+
+    ac = ActorCritic(obs_shape, act_dim, cfg).to(dev)
+    disc = Discriminator(ac.feat_dim + act_dim, cfg.disc_hidden, act=cfg.disc_activation).to(dev)
+    opt = FlatAdam(ac, cfg.lr, eps=cfg.adam_eps)
+    disc_opt = FlatAdam(disc, cfg.disc_lr)
+
+    it, env_steps, grad_steps, disc_steps, next_eval = 0, 0, 0, 0, eval_every
+    stats: dict[str, float] = {}
+    state = run.restore()
+    if state is not None:
+        ac.load_state_dict(state["ac"])
+        disc.load_state_dict(state["disc"])
+        opt.load_state_dict(state["opt"])
+        disc_opt.load_state_dict(state["disc_opt"])
+        obs_rms.load_state_dict(state["obs_rms"])
+        ret_rms.load_state_dict(state["ret_rms"])
+        it, env_steps, grad_steps = state["it"], state["env_steps"], state["grad_steps"]
+        disc_steps, next_eval, stats = state["disc_steps"], state["next_eval"], dict(state["stats"])
+        if it >= iters_total and run.rows:
+            return
+
+    def normalize(o: np.ndarray) -> np.ndarray:
+        if not use_norm:
+            return o
+        x = (o - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8)
+        return np.clip(x, -cfg.obs_clip, cfg.obs_clip).astype(np.float32)
+
+    def to_t(x) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(x), device=dev)
+
+    def feats(obs_t: torch.Tensor, augment: bool) -> torch.Tensor:
+        if pixels and augment and cfg.augment:
+            obs_t = random_shift(obs_t, cfg.shift_pad)
+        return ac.features(obs_t)
+
+    @torch.no_grad()
+    def policy_mean(obs: np.ndarray) -> np.ndarray:
+        return ac.pi(ac.features(to_t(normalize(obs)))).clamp(-1, 1).cpu().numpy()
+
+    envs = [run.make_env() for _ in range(N)]
+    rng = run.rng
+    with run.progress(iters_total * N * T, initial=env_steps) as bar:
+        while it < iters_total:
+            # ---- 1. rollout (fresh resets) ------------------------------------------------------
+            obs_buf = np.zeros((T, N, *obs_shape), dtype=np.uint8 if pixels else np.float32)
+            raw_buf = np.zeros((T, N, *obs_shape), np.float32) if use_norm else None
+            nxt_buf = np.zeros_like(obs_buf)
+            act_buf = np.zeros((T, N, act_dim), np.float32)
+            term_buf = np.zeros((T, N), np.float32)
+            end_buf = np.zeros((T, N), np.float32)
+            obs = np.stack([e.reset(seed=int(rng.integers(2**31)))[0] for e in envs])
+            with torch.no_grad():
+                for t in range(T):
+                    o = normalize(obs)
+                    obs_buf[t] = o
+                    if raw_buf is not None:
+                        raw_buf[t] = obs
+                    f = ac.features(to_t(o))
+                    a = (ac.pi(f) + ac.log_std.exp() * torch.randn(N, act_dim)).cpu().numpy()
+                    act_buf[t] = a
+                    for i, e in enumerate(envs):
+                        o2, _, term, trunc, _ = e.step(np.clip(a[i], -1.0, 1.0))
+                        nxt_buf[t, i] = normalize(o2)
+                        term_buf[t, i] = float(term)
+                        end_buf[t, i] = float(term or trunc or t == T - 1)
+                        if (term or trunc) and t < T - 1:
+                            o2, _ = e.reset(seed=int(rng.integers(2**31)))
+                        obs[i] = o2
+            env_steps += N * T
+            bar.update(N * T)
+
+            flat_obs = to_t(obs_buf.reshape(T * N, *obs_shape))
+            flat_act = to_t(act_buf.reshape(T * N, act_dim))
+            exec_act = flat_act.clamp(-1.0, 1.0)
+            e_obs = to_t(normalize(exp_obs))
+            e_act = to_t(exp_act)
+
+            # ---- 2. discriminator ---------------------------------------------------------------
+            epochs = cfg.disc_warmup_epochs if it < cfg.disc_warmup_iters else cfg.disc_epochs
+            bs = cfg.disc_batch_size
+            n_b = max(1, min(len(exp_act), T * N) // bs)
+            if cfg.disc_max_batches:
+                n_b = min(n_b, cfg.disc_max_batches)
+            for _ in range(epochs):
+                pi_perm = torch.as_tensor(rng.permutation(T * N))
+                ex_perm = torch.as_tensor(rng.permutation(len(exp_act)))
+                for j in range(n_b):
+                    pi_idx = pi_perm[j * bs:(j + 1) * bs]
+                    ex_idx = ex_perm[j * bs:(j + 1) * bs]
+                    with torch.no_grad():
+                        pf, ef = feats(flat_obs[pi_idx], True), feats(e_obs[ex_idx], True)
+                    px = torch.cat([pf, exec_act[pi_idx]], -1)
+                    ex = torch.cat([ef, e_act[ex_idx]], -1)
+                    bce, acc = bce_loss(disc, ex, px)
+                    gp = gradient_penalty(disc, ex, px)
+                    disc_opt.zero_grad()
+                    (bce + cfg.gp_weight * gp).backward()
+                    disc_opt.step()
+                    disc_steps += 1
+            stats.update(disc_loss=bce.item(), disc_acc=acc.item(), disc_gp=gp.item())
+
+            # ---- 3. rewards, values, advantages -------------------------------------------------
+            with torch.no_grad():
+                f_all = ac.features(flat_obs)
+                logits = disc(torch.cat([f_all, exec_act], -1))
+                rew = reward_from_logits(logits, cfg.reward_form).cpu().numpy().reshape(T, N)
+                values = ac.value(f_all).cpu().numpy().reshape(T, N)
+                next_values = ac.value(ac.features(to_t(nxt_buf.reshape(T * N, *obs_shape))))
+                next_values = next_values.cpu().numpy().reshape(T, N)
+                old_logp = ac.dist(f_all).log_prob(flat_act).sum(-1)
+            stats["train_reward"] = float(rew.mean())
+            if cfg.norm_reward:
+                rew = discounted_return_scale(rew, end_buf, ret_rms, cfg.gamma)
+            adv, ret = gae(rew, values, next_values, term_buf, end_buf, cfg.gamma, cfg.gae_lambda)
+            adv_t, ret_t = to_t(adv.reshape(-1)), to_t(ret.reshape(-1))
+            val_t = to_t(values.reshape(-1))
+
+            # ---- 4. PPO -------------------------------------------------------------------------
+            if cfg.lr_decay:
+                opt.lr = cfg.lr * (1.0 - it / iters_total)
+            mb = max(1, (T * N) // cfg.num_minibatches)
+            for _ in range(cfg.ppo_epochs):
+                perm = torch.as_tensor(rng.permutation(T * N))
+                for j in range(0, T * N - mb + 1, mb):
+                    idx = perm[j:j + mb]
+                    f = feats(flat_obs[idx], True)
+                    d = ac.dist(f)
+                    logp = d.log_prob(flat_act[idx]).sum(-1)
+                    ratio = (logp - old_logp[idx]).exp()
+                    a_mb = adv_t[idx]
+                    if cfg.norm_adv:
+                        a_mb = (a_mb - a_mb.mean()) / (a_mb.std() + 1e-8)
+                    pg_loss = -torch.min(ratio * a_mb, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a_mb).mean()
+                    v = ac.value(f)
+                    if cfg.clip_value_loss:
+                        v_clip = val_t[idx] + (v - val_t[idx]).clamp(-cfg.clip, cfg.clip)
+                        v_loss = 0.5 * torch.max((v - ret_t[idx]) ** 2, (v_clip - ret_t[idx]) ** 2).mean()
+                    else:
+                        v_loss = 0.5 * ((v - ret_t[idx]) ** 2).mean()
+                    ent = d.entropy().sum(-1).mean()
+                    loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+                    opt.zero_grad()
+                    loss.backward()
+                    if cfg.max_grad_norm > 0:
+                        opt.clip_grad_norm(cfg.max_grad_norm)
+                    opt.step()
+                    grad_steps += 1
+            stats.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), entropy=ent.item(),
+                         approx_kl=((ratio - 1) - ratio.log()).mean().item())
+
+            # ---- 5. running observation statistics ---------------------------------------------
+            if cfg.obs_norm == "running" and not pixels:
+                obs_rms.update(raw_buf.reshape(T * N, -1))
+            it += 1
+
+            if env_steps >= next_eval or it >= iters_total:
+                while next_eval <= env_steps:
+                    next_eval += eval_every
+                run.check_finite({k: stats[k] for k in ("disc_loss", "pg_loss", "v_loss")}, grad_steps)
+                run.evaluate(policy_mean, env_steps, grad_steps,
+                             extra={"disc_steps": disc_steps, "iterations": it, **stats})
+                run.checkpoint({
+                    "ac": ac.state_dict(), "disc": disc.state_dict(), "opt": opt.state_dict(),
+                    "disc_opt": disc_opt.state_dict(), "obs_rms": obs_rms.state_dict(),
+                    "ret_rms": ret_rms.state_dict(), "it": it, "env_steps": env_steps,
+                    "grad_steps": grad_steps, "disc_steps": disc_steps, "next_eval": next_eval,
+                    "stats": stats})
+    for e in envs:
+        e.close()
