@@ -19,7 +19,6 @@ key ``cmil_demo_return``) hold the replays' mean score, the demo reference of no
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -33,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from cmil_bench.errors import UserError
+from envs.collect import _datasets_root
 
 # ----------------------------------------------------------------------------- the paper's Kitchen demos
 
@@ -222,20 +222,7 @@ def _convert_kitchen_paper(spec, path: str | None, dataset_id: str, root: str | 
 # ----------------------------------------------------------------------------- writing datasets
 
 
-@contextlib.contextmanager
-def _minari_root(root: str | os.PathLike | None):
-    if root is None:
-        yield
-        return
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).expanduser().resolve())
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
+# The dataset root is switched with envs.collect._datasets_root (one place for it).
 
 
 def write_state_pixel_dataset(spec, episodes: list[dict], *, dataset_id: str, root: str | None,
@@ -252,7 +239,7 @@ def write_state_pixel_dataset(spec, episodes: list[dict], *, dataset_id: str, ro
 
     if not episodes:
         raise UserError("no episodes to write")
-    with _minari_root(root):
+    with _datasets_root(root):
         try:
             path = Path(get_dataset_path(dataset_id))
         except Exception as exc:
