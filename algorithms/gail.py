@@ -25,7 +25,7 @@ rollout's observations at its end. ``"demo"`` uses the demos' fixed statistics, 
 states. Pixels: a shared CNN encoder (``algorithms.nets.ObsEncoder``) + linear/LayerNorm/tanh
 trunk feeds the actor and the critic; the discriminator reads its detached features, so only
 PPO trains the encoder; random-shift augmentation (``augment``) applies to the frames of every
-PPO and discriminator minibatch.
+discriminator minibatch (not to PPO's, whose probability ratios must compare the same inputs).
 
 Faithful to ikostrikov/pytorch-a2c-ppo-acktr-gail's GAIL (Adam 3e-4, clip 0.2, 10 PPO epochs of
 32 minibatches,
@@ -37,7 +37,11 @@ fresh resets (so that evaluations and checkpoints fall between iterations with n
 state to save, and a resumed run continues exactly; with ``rollout_len`` equal to the episode
 length, 0 = the task's, non-terminating tasks lose nothing); the discriminator sees the executed
 (clipped) action. Demo subsampling (``subsample``; the reference took every 20th step of
-1000-step demos) is off by default because our demos are few and 50-300 steps long.
+1000-step demos) is off by default because our demos are few and 50-300 steps long. The cpu
+preset (one core, <= 75 s a run) uses 4 minibatches per epoch, a 20-epoch discriminator
+warm-up capped at 8 minibatches per epoch, an initial policy std of exp(-1) (the expert's
+actions are small; with std 1 most exploratory actions saturate), and a smaller budget on the
+slow fetch-push (``task_total_steps``).
 
 Evaluations (and checkpoints) come after the first iteration that crosses each multiple of
 ``eval_every`` environment steps, and after the last.
@@ -135,7 +139,8 @@ class Config(BaseConfig):
 
 PRESETS = {
     # Default CPU sweep (pointmaze-umaze, fetch-push; one core, <= 75 s a run).
-    "cpu": {"total_steps": 300_000, "eval_every": 100_000, "n_envs": 8, "num_minibatches": 4,
+    "cpu": {"total_steps": 300_000, "eval_every": 50_000, "task_total_steps": ("fetch-push=30000",),
+            "task_eval_every": ("fetch-push=10000",), "n_envs": 8, "num_minibatches": 4,
             "disc_warmup_epochs": 20, "disc_max_batches": 8, "log_std_init": -1.0},
     # A few seconds, for tests.
     "smoke": {"total_steps": 240, "eval_every": 120, "eval_episodes": 2, "n_envs": 2,
@@ -318,6 +323,7 @@ def train(run, cfg: Config) -> None:
             term_buf = np.zeros((T, N), np.float32)
             end_buf = np.zeros((T, N), np.float32)
             obs = np.stack([e.reset(seed=int(rng.integers(2**31)))[0] for e in envs])
+            nxt = np.empty_like(obs)
             with torch.no_grad():
                 for t in range(T):
                     o = normalize(obs)
@@ -327,14 +333,16 @@ def train(run, cfg: Config) -> None:
                     f = ac.features(to_t(o))
                     a = (ac.pi(f) + ac.log_std.exp() * torch.randn(N, act_dim)).cpu().numpy()
                     act_buf[t] = a
+                    a_exec = np.clip(a, -1.0, 1.0)
                     for i, e in enumerate(envs):
-                        o2, _, term, trunc, _ = e.step(np.clip(a[i], -1.0, 1.0))
-                        nxt_buf[t, i] = normalize(o2)
+                        o2, _, term, trunc, _ = e.step(a_exec[i])
+                        nxt[i] = o2
                         term_buf[t, i] = float(term)
                         end_buf[t, i] = float(term or trunc or t == T - 1)
                         if (term or trunc) and t < T - 1:
                             o2, _ = e.reset(seed=int(rng.integers(2**31)))
                         obs[i] = o2
+                    nxt_buf[t] = normalize(nxt)
             env_steps += N * T
             bar.update(N * T)
 
@@ -392,7 +400,7 @@ def train(run, cfg: Config) -> None:
                 perm = torch.as_tensor(rng.permutation(T * N))
                 for j in range(0, T * N - mb + 1, mb):
                     idx = perm[j:j + mb]
-                    f = feats(flat_obs[idx], True)
+                    f = ac.features(flat_obs[idx])
                     d = ac.dist(f)
                     logp = d.log_prob(flat_act[idx]).sum(-1)
                     ratio = (logp - old_logp[idx]).exp()

@@ -45,10 +45,16 @@ class AdamW:
                  betas: tuple[float, float] = (0.9, 0.999)):
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.eps, self.weight_decay, self.betas = float(lr), float(eps), float(weight_decay), betas
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = [torch.zeros((), device=p.device) for p in self.params]
+        self.exp_avg: list[torch.Tensor] = []  # created on the parameters' device at first use,
+        self.exp_avg_sq: list[torch.Tensor] = []  # so the module may move (.to) after this
+        self.steps: list[torch.Tensor] = []
         self.fused = hasattr(torch, "_fused_adamw_")
+
+    def _init_state(self) -> None:
+        if not self.exp_avg:
+            self.exp_avg = [torch.zeros_like(p) for p in self.params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+            self.steps = [torch.zeros((), device=p.device) for p in self.params]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -59,6 +65,7 @@ class AdamW:
         idx = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not idx:
             return
+        self._init_state()
         ps = [self.params[i] for i in idx]
         grads = [p.grad for p in ps]
         m, v, steps = ([lst[i] for i in idx] for lst in (self.exp_avg, self.exp_avg_sq, self.steps))
@@ -78,9 +85,11 @@ class AdamW:
             p.addcdiv_(mi, denom, value=-self.lr / (1.0 - b1 ** t))
 
     def state_dict(self) -> dict:
+        self._init_state()
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
+        self._init_state()
         for key in ("exp_avg", "exp_avg_sq", "steps"):
             mine, theirs = getattr(self, key), state[key]
             if len(mine) != len(theirs):
