@@ -152,12 +152,12 @@ PRESETS = {
     # small networks and budgets measured to fit. SAC rather than TD3 here: on this budget
     # (12k steps on PointMaze, seeds 1 and 2) TD3's evaluations swung between 0.1 and 0.9 from
     # one evaluation to the next, SAC's rose steadily to 0.76-0.89; "cpu-td3" keeps TD3.
-    "cpu": {"agent": "sac", "total_steps": 16_000, "eval_every": 4_000,
+    "cpu": {"agent": "sac", "total_steps": 12_000, "eval_every": 3_000,
             "task_total_steps": ("fetch-push=7500",), "task_eval_every": ("fetch-push=2500",),
             "actor_hidden": (64, 64), "critic_hidden": (64, 64), "disc_hidden": (64, 64),
             "batch_size": 128},
     # The same with the paper's agent, TD3.
-    "cpu-td3": {"agent": "td3", "total_steps": 16_000, "eval_every": 4_000,
+    "cpu-td3": {"agent": "td3", "total_steps": 12_000, "eval_every": 3_000,
                 "task_total_steps": ("fetch-push=7500",), "task_eval_every": ("fetch-push=2500",),
                 "actor_hidden": (64, 64), "critic_hidden": (64, 64), "disc_hidden": (64, 64),
                 "batch_size": 128},

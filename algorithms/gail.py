@@ -139,7 +139,7 @@ class Config(BaseConfig):
 
 PRESETS = {
     # Default CPU sweep (pointmaze-umaze, fetch-push; one core, <= 75 s a run).
-    "cpu": {"total_steps": 420_000, "eval_every": 60_000, "task_total_steps": ("fetch-push=30000",),
+    "cpu": {"total_steps": 300_000, "eval_every": 50_000, "task_total_steps": ("fetch-push=30000",),
             "task_eval_every": ("fetch-push=10000",), "n_envs": 8, "num_minibatches": 4,
             "disc_warmup_epochs": 20, "disc_max_batches": 8, "log_std_init": -1.0},
     # A few seconds, for tests.
