@@ -118,6 +118,32 @@ _CHECKPOINT_KEYS = ("config_hash", "algo_state", "rows", "wall_s", "rng", "torch
                     "np_global_rng", "py_rng")
 
 
+def play_episodes(envs, seeds, policy) -> tuple[list[float], list[list[dict]]]:
+    """One episode in each of ``envs`` (reset with ``seeds``), acting in lockstep with ``policy``.
+
+    Returns each episode's return and its list of step infos. The policy always sees the whole
+    batch, in a fixed order, so a stateful policy keeps one row per episode: ``policy.reset(n)``
+    is called first when it exists, and an episode that has ended keeps feeding its last
+    observation (its actions are dropped) until every episode has ended.
+    """
+    obs = [e.reset(seed=int(s))[0] for e, s in zip(envs, seeds)]
+    ret = [0.0] * len(envs)
+    infos: list[list[dict]] = [[] for _ in envs]
+    active = [True] * len(envs)
+    if callable(getattr(policy, "reset", None)):
+        policy.reset(len(envs))
+    while any(active):
+        acts = np.clip(np.asarray(policy(np.stack(obs)), dtype=np.float32), -1.0, 1.0)
+        for j, env in enumerate(envs):
+            if not active[j]:
+                continue
+            obs[j], r, term, trunc, info = env.step(acts[j])
+            ret[j] += float(r)
+            infos[j].append(info)
+            active[j] = not (term or trunc)
+    return ret, infos
+
+
 class Run:
     """State and services of one run; see the module docstring for the contract."""
 
@@ -229,7 +255,9 @@ class Run:
         """Run the evaluation episodes with fixed seeds and append one metrics row.
 
         ``policy`` maps a batch of observations (N, *obs_shape) to actions (N, act_dim); it should
-        be deterministic (the mean action). The global RNG states are untouched by evaluation.
+        be deterministic (the mean action). A stateful policy (e.g. a recurrent latent filter)
+        also has ``reset(n)``: see ``play_episodes``. The global RNG states are untouched by
+        evaluation.
         """
         n_par = min(self.eval_episodes, 10)
         while len(self._eval_envs) < n_par:
@@ -238,24 +266,8 @@ class Run:
         torch_state = torch.get_rng_state()
         for start in range(0, self.eval_episodes, n_par):
             idx = list(range(start, min(start + n_par, self.eval_episodes)))
-            envs = self._eval_envs[: len(idx)]
-            obs = [e.reset(seed=EVAL_SEED_BASE + i)[0] for e, i in zip(envs, idx)]
-            ep_ret = [0.0] * len(idx)
-            infos: list[list[dict]] = [[] for _ in idx]
-            active = list(range(len(idx)))
-            while active:
-                batch = np.stack([obs[j] for j in active])
-                acts = np.asarray(policy(batch), dtype=np.float32)
-                acts = np.clip(acts, -1.0, 1.0)
-                still = []
-                for a, j in zip(acts, active):
-                    o, r, term, trunc, info = envs[j].step(a)
-                    obs[j] = o
-                    ep_ret[j] += float(r)
-                    infos[j].append(info)
-                    if not (term or trunc):
-                        still.append(j)
-                active = still
+            ep_ret, infos = play_episodes(self._eval_envs[: len(idx)],
+                                          [EVAL_SEED_BASE + i for i in idx], policy)
             rets += ep_ret
             succ += [float(self.task.episode_success(inf)) for inf in infos]
         torch.set_rng_state(torch_state)
