@@ -327,6 +327,33 @@ class LatentAgent(nn.Module):
         metrics["bc_loss"] = loss.detach()
         return metrics
 
+    @torch.no_grad()
+    def demo_posteriors(self, episodes) -> dict[str, torch.Tensor]:
+        """Filter whole demo episodes (``SequenceReplay`` rows) from their first row with the
+        current world model. Returns flat tensors over every (o_t, a_t) pair: ``deter``, the
+        posterior ``mean`` and ``std`` of o_t, and the expert's ``action`` a_t (row t+1)."""
+        deters, means, stds, acts = [], [], [], []
+        for ep in episodes:
+            obs, action, first = self._tensors({k: v[None] for k, v in ep.items()})
+            post, _ = self.wm.rssm.observe(self.wm.embed(obs), action, first)
+            deters.append(post["deter"][0, :-1]), means.append(post["mean"][0, :-1])
+            stds.append(post["std"][0, :-1]), acts.append(action[0, 1:])
+        return {"deter": torch.cat(deters), "mean": torch.cat(means), "std": torch.cat(stds),
+                "action": torch.cat(acts)}
+
+    def bc_step_frozen(self, data: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """BC initialisation on fixed demo posteriors (``demo_posteriors``): an actor NLL step on
+        the pairs ``idx``, with a fresh posterior sample of z for each; the world model is not
+        touched."""
+        i = torch.as_tensor(idx, device=data["deter"].device)
+        mean, std = data["mean"][i], data["std"][i]
+        feat = torch.cat([mean + std * torch.randn_like(mean), data["deter"][i]], -1)
+        loss = -self.ac.actor(feat).log_prob(data["action"][i]).mean()
+        self.ac.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_and_step(self.ac.actor_opt, self.ac.actor.parameters(), self.cfg.grad_clip)
+        return {"bc_loss": loss.detach()}
+
     def policy(self, mode: str = "eval", expl_noise: float = 0.0, episode_len: int | None = None):
         return LatentPolicy(self.wm, self.ac.actor, mode=mode, expl_noise=expl_noise,
                             episode_len=episode_len)
@@ -404,9 +431,34 @@ class LatentTrainer:
         for _ in range(steps):
             self.update()
 
-    def bc_init(self, steps: int) -> None:
+    def pretrain_world_model(self, steps: int) -> None:
+        """Offline, before ``pretrain``: world-model steps alone on batches of
+        ``batch_size + expert_batch_size`` demo sequences (the same number of sequences as a
+        full update's model step, at a fifth of its cost)."""
+        cfg = self.cfg
         for _ in range(steps):
-            expert = self.expert.sample(self.cfg.expert_batch_size, self.cfg.seq_len, self.run.rng)
+            batch = self.expert.sample(cfg.batch_size + cfg.expert_batch_size, cfg.seq_len, self.run.rng)
+            _, metrics = self.agent.wm.update(*self.agent._tensors(batch))
+            self._log(metrics)
+            self.grad_steps += 1
+
+    def bc_init(self, steps: int) -> None:
+        """``bc_init_mode="joint"``: each step a world-model step and an actor NLL step on a batch
+        of expert sequences (the reference). ``"frozen"``: the demos are filtered once, whole
+        episodes from their first step, by the frozen world model; then actor-only NLL steps on
+        ``bc_init_batch`` random pairs of them."""
+        cfg, rng = self.cfg, self.run.rng
+        if steps == 0:
+            return
+        if cfg.bc_init_mode == "frozen":
+            data = self.agent.demo_posteriors(self.expert.episodes)
+            n = len(data["action"])
+            for _ in range(steps):
+                self._log(self.agent.bc_step_frozen(data, rng.integers(0, n, size=cfg.bc_init_batch)))
+                self.grad_steps += 1
+            return
+        for _ in range(steps):
+            expert = self.expert.sample(cfg.expert_batch_size, cfg.seq_len, rng)
             self._log(self.agent.bc_step(expert))
             self.grad_steps += 1
 

@@ -3,10 +3,16 @@
 Imitation without reward labels, framed as fine-tuning:
 
 1. the demos go into the agent's replay and into a separate expert replay;
-2. offline pre-training: ``pretrain_steps`` full agent updates (world model, discriminator,
-   actor-critic) on the demos alone, before any environment step;
+2. offline pre-training: ``pretrain_wm_steps`` world-model-only steps (0 in the reference; a
+   model step costs a fifth of a full update), then ``pretrain_steps`` full agent updates (world
+   model, discriminator, actor-critic) on the demos alone, before any environment step;
 3. BC initialisation: ``bc_init_steps`` steps fitting the actor to the expert's actions
-   (negative log-likelihood on the demos' posterior latent features);
+   (negative log-likelihood on the demos' posterior latent features). ``bc_init_mode="joint"``
+   (the reference) also takes a world-model step each time, on ``expert_batch_size`` sequences;
+   ``"frozen"`` filters the whole demo episodes once with the pre-trained model (from their
+   first step, as the policy does when it acts) and then takes actor-only steps on
+   ``bc_init_batch`` random (latent, action) pairs, a fresh posterior sample each time: about a
+   hundredth of the cost of a joint step;
 4. ``seed_steps`` environment steps with that BC policy, then online fine-tuning: every
    ``train_every`` env steps, ``updates_per_train`` updates.
 
@@ -21,7 +27,13 @@ log-likelihood. Every ingredient is a switch: ``penalty_weight=0`` turns conserv
 ``disc_noise=0``, ``ensemble_size=1``.
 
 Defaults follow the reference code (victorkolev/cmil, configs.yaml); the ``cpu`` preset shrinks
-the networks and budgets so one run of a cheap task takes about a minute on one CPU core.
+the networks and budgets so one run of a cheap task takes about a minute on one CPU core, and
+spends the offline part where it pays at that budget: 600 world-model-only steps, 60 full
+updates, 3000 frozen BC steps, and ``kl_scale=0.01``. The KL scale matters for low-dimensional
+states: with a unit-variance decoder on a 6- to 28-d state, KL scale 1 lets the posterior carry
+only a nat or so beyond what the dynamics predict (posterior std ~1), the first latent of an
+episode barely tells start positions apart, and a BC policy on those latents cannot generalise to
+new starts (see benchmarks/RESULTS.md, "World models").
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ from cmil_bench.config import BaseConfig
 from cmil_bench.errors import UserError
 
 SEED_POLICIES = ("actor", "random")
+BC_INIT_MODES = ("joint", "frozen")
 STD_ACTS = ("sigmoid2", "softplus")
 
 
@@ -42,7 +55,10 @@ class Config(BaseConfig):
     env_steps: int = 200_000
     eval_every: int = 5_000
     pretrain_steps: int = 1_000  # offline agent updates on the demos before any env step
+    pretrain_wm_steps: int = 0  # world-model-only steps on the demos before pre-training (0: none)
     bc_init_steps: int = 100  # actor NLL steps on the demos' latents after pre-training
+    bc_init_mode: str = "joint"  # "joint": + a world-model step each; "frozen": cached latents
+    bc_init_batch: int = 256  # (o, a) pairs per step with bc_init_mode="frozen"
     seed_steps: int = 5_000  # env steps before online updates start
     seed_policy: str = "actor"  # "actor": the (BC-initialised) policy; "random": uniform actions
     train_every: int = 5
@@ -106,10 +122,10 @@ class Config(BaseConfig):
         name = type(self).__module__.rsplit(".", 1)[-1]
         for k in ("env_steps", "train_every", "updates_per_train", "replay_capacity", "batch_size",
                   "expert_batch_size", "deter", "stoch", "hidden", "ensemble_size", "cnn_depth",
-                  "target_update_every", "log_disagreement_n"):
+                  "target_update_every", "log_disagreement_n", "bc_init_batch"):
             if getattr(self, k) <= 0:
                 raise UserError(f"{name}: {k} must be positive, got {getattr(self, k)}")
-        for k in ("pretrain_steps", "bc_init_steps", "seed_steps", "expl_noise", "free_nats",
+        for k in ("pretrain_steps", "pretrain_wm_steps", "bc_init_steps", "seed_steps", "expl_noise", "free_nats",
                   "penalty_weight", "bc_weight", "disc_noise", "disc_gp", "actor_ent", "shift_pad",
                   "imag_starts"):
             if getattr(self, k) < 0:
@@ -123,6 +139,8 @@ class Config(BaseConfig):
                 raise UserError(f"{name}: {k} must lie in [0, 1], got {getattr(self, k)}")
         if self.seed_policy not in SEED_POLICIES:
             raise UserError(f"{name}: seed_policy must be one of {SEED_POLICIES}, got {self.seed_policy!r}")
+        if self.bc_init_mode not in BC_INIT_MODES:
+            raise UserError(f"{name}: bc_init_mode must be one of {BC_INIT_MODES}, got {self.bc_init_mode!r}")
         if self.std_act not in STD_ACTS:
             raise UserError(f"{name}: std_act must be one of {STD_ACTS}, got {self.std_act!r}")
         if len(self.encoder_kernels) != 4 or len(self.decoder_kernels) != 4:
@@ -132,11 +150,13 @@ class Config(BaseConfig):
 
 
 PRESETS = {
-    # The default CPU sweep: small networks and ~550 updates, 55-70 CPU-seconds per run of a cheap
-    # state task on one core (measured, evaluation included); imagination from 48 of the batch's
-    # 256 posterior states instead of all of them.
+    # The default CPU sweep: small networks, 600 world-model-only steps + 60 full updates offline,
+    # 3000 cheap BC steps on frozen latents, ~300 online updates: 55-60 CPU-seconds per run of a
+    # cheap state task on one core (measured, evaluation included); imagination from 48 of the
+    # batch's 256 posterior states instead of all of them; KL scale 0.01 (see the docstring).
     "cpu": {
-        "env_steps": 5_000, "eval_every": 2_500, "pretrain_steps": 150, "bc_init_steps": 100,
+        "env_steps": 5_000, "eval_every": 2_500, "pretrain_wm_steps": 600, "pretrain_steps": 60,
+        "bc_init_steps": 3_000, "bc_init_mode": "frozen", "bc_init_batch": 256, "kl_scale": 0.01,
         "seed_steps": 500, "train_every": 15, "updates_per_train": 1,
         "batch_size": 16, "expert_batch_size": 16, "seq_len": 16,
         "deter": 128, "stoch": 32, "hidden": 128, "ensemble_size": 5,
@@ -162,7 +182,8 @@ def train(run, cfg: Config) -> None:
     if state is not None:
         trainer.load_state_dict(state)
     else:
-        trainer.pretrain(cfg.pretrain_steps)  # offline, on the demos alone
+        trainer.pretrain_world_model(cfg.pretrain_wm_steps)  # offline, on the demos alone
+        trainer.pretrain(cfg.pretrain_steps)
         trainer.bc_init(cfg.bc_init_steps)
         trainer.evaluate()  # the offline policy, at 0 env steps (and the first checkpoint)
     trainer.online()

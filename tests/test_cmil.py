@@ -119,7 +119,47 @@ def test_agent_save_load_roundtrip():
         assert torch.equal(x, y)
 
 
+def test_frozen_bc_init_fits_the_actor_on_whole_episode_latents_and_leaves_the_rest():
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    agent = LatentAgent((5,), 2, agent_cfg())
+    episodes = [{k: v[0] for k, v in seq_batch(rng, b=1, t=t).items()} for t in (7, 9)]
+    torch.manual_seed(1)
+    data = agent.demo_posteriors(episodes)
+    # one (latent of o_t, expert a_t) pair per transition, filtered from each episode's first row
+    assert data["deter"].shape == (6 + 8, 24) and data["mean"].shape == data["std"].shape == (14, 6)
+    assert torch.equal(data["action"], torch.cat([torch.as_tensor(e["action"][1:]) for e in episodes]))
+    torch.manual_seed(1)
+    obs, act, first = agent._tensors({k: v[None] for k, v in episodes[0].items()})
+    post, _ = agent.wm.rssm.observe(agent.wm.embed(obs), act, first)
+    assert torch.allclose(data["deter"][:6], post["deter"][0, :-1])
+    assert torch.allclose(data["mean"][:6], post["mean"][0, :-1])
+    others = {k: v.clone() for k, v in agent.state_dict().items() if not k.startswith("ac.actor.")}
+    actor_before = [p.clone() for p in agent.ac.actor.parameters()]
+    idx = np.arange(14)
+    with torch.no_grad():
+        feat = torch.cat([data["mean"], data["deter"]], -1)
+        nll_before = -agent.ac.actor(feat).log_prob(data["action"]).mean()
+    for _ in range(300):
+        m = agent.bc_step_frozen(data, idx)
+    with torch.no_grad():
+        nll_after = -agent.ac.actor(feat).log_prob(data["action"]).mean()
+    assert torch.isfinite(m["bc_loss"]) and nll_after < nll_before - 0.2
+    assert any(not torch.equal(a, b) for a, b in zip(actor_before, agent.ac.actor.parameters()))
+    for k, v in agent.state_dict().items():  # world model, critics, discriminator untouched
+        if k in others:
+            assert torch.equal(v, others[k]), k
+
+
 def test_config_checks():
+    with pytest.raises(UserError, match="bc_init_mode"):
+        build_config(cmil.Config, cmil.PRESETS, None, {"bc_init_mode": "both"}, "cmil")
+    with pytest.raises(UserError, match="bc_init_batch"):
+        build_config(cmil.Config, cmil.PRESETS, None, {"bc_init_batch": "0"}, "cmil")
+    with pytest.raises(UserError, match="pretrain_wm_steps"):
+        build_config(cmil.Config, cmil.PRESETS, None, {"pretrain_wm_steps": "-1"}, "cmil")
+    ref = cmil.Config()
+    assert ref.pretrain_wm_steps == 0 and ref.bc_init_mode == "joint" and ref.kl_scale == 1.0
     with pytest.raises(UserError, match="seed_policy"):
         build_config(cmil.Config, cmil.PRESETS, None, {"seed_policy": "expert"}, "cmil")
     with pytest.raises(UserError, match="penalty_weight"):
@@ -167,6 +207,16 @@ def test_cmil_smoke_run(task, tmp_path, monkeypatch, fetch_demos):
         assert col in df.columns and np.isfinite(df[col]).all(), col
     assert (df["disagreement_policy"] > 0).all() and (df["penalty_mean"] > 0).all()
     assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_cmil_world_model_pretraining_and_frozen_bc_init_run(tmp_path, monkeypatch, fetch_demos):
+    df = run_smoke("cmil", "fetch-push", tmp_path / "run", monkeypatch, fetch_demos,
+                   pretrain_wm_steps=4, bc_init_mode="frozen", bc_init_steps=5, bc_init_batch=8)
+    # offline: 4 world-model steps, 3 full updates, 5 frozen BC steps, then the first evaluation
+    assert df["env_steps"].iloc[0] == 0 and df["grad_steps"].iloc[0] == 4 + 3 + 5
+    assert df["env_steps"].iloc[-1] >= 120 and df["grad_steps"].is_monotonic_increasing
+    for col in LOGGED:
+        assert np.isfinite(df[col]).all(), col
 
 
 def test_cmil_resume_gives_the_same_metrics(tmp_path, monkeypatch, fetch_demos):

@@ -23,6 +23,7 @@ def test_vmail_defaults_turn_cmil_pieces_off():
     for preset in ("cpu", "smoke"):
         c = build_config(vmail.Config, vmail.PRESETS, preset, {}, "vmail")
         assert c.ensemble_size == 1 and c.pretrain_steps == 0 and c.penalty_weight == 0
+        assert c.pretrain_wm_steps == 0 and c.bc_init_steps == 0  # no offline phase, no BC
     # the same keys as CMIL, so either can be ablated towards the other
     assert set(vmail.Config.__dataclass_fields__) == set(cmil.Config.__dataclass_fields__)
 
