@@ -153,10 +153,12 @@ PRESETS = {
     # The default CPU sweep: small networks, 600 world-model-only steps + 60 full updates offline,
     # 3000 cheap BC steps on frozen latents, ~300 online updates: 55-60 CPU-seconds per run of a
     # cheap state task on one core (measured, evaluation included); imagination from 48 of the
-    # batch's 256 posterior states instead of all of them; KL scale 0.01 (see the docstring).
+    # batch's 256 posterior states instead of all of them; KL scale 0.01 (see the docstring);
+    # BC weight 100 (10 demos, seeds 0-2: fetch-push 0.58 -> 0.67, pointmaze 0.74 -> 0.77).
     "cpu": {
         "env_steps": 5_000, "eval_every": 2_500, "pretrain_wm_steps": 600, "pretrain_steps": 60,
         "bc_init_steps": 3_000, "bc_init_mode": "frozen", "bc_init_batch": 256, "kl_scale": 0.01,
+        "bc_weight": 100.0,
         "seed_steps": 500, "train_every": 15, "updates_per_train": 1,
         "batch_size": 16, "expert_batch_size": 16, "seq_len": 16,
         "deter": 128, "stoch": 32, "hidden": 128, "ensemble_size": 5,

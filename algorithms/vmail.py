@@ -63,7 +63,7 @@ PRESETS = {
     # (8e-5) barely move the actor, so actor, critic and discriminator use 3e-4 (CMIL's), and the
     # KL scale is 0.01 for the reason given in algorithms.cmil's docstring.
     "cpu": {**cmil.PRESETS["cpu"], "pretrain_wm_steps": 0, "pretrain_steps": 0, "bc_init_steps": 0,
-            "bc_init_mode": "joint", "ensemble_size": 1, "seed_steps": 500, "train_every": 10,
+            "bc_init_mode": "joint", "bc_weight": 0.0, "ensemble_size": 1, "seed_steps": 500, "train_every": 10,
             "actor_lr": 3e-4, "critic_lr": 3e-4, "disc_lr": 3e-4},
     "smoke": {**cmil.PRESETS["smoke"], "pretrain_steps": 0, "bc_init_steps": 0, "ensemble_size": 1},
 }
