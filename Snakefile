@@ -111,20 +111,26 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+# The targets also name every run's metrics.csv: Snakemake does not remake a missing intermediate
+# file when the files after it exist, so a deleted run folder would otherwise leave the report
+# stale; named here, the run is redone and the (now older) manifest and report follow.
 rule all:
     input:
         f"{RES}/report/summary.json",
+        [f"{d}/metrics.csv" for d in run_dirs("main")],
 
 
 rule smoke:
     input:
         f"{SWEEPS['smoke']}/report/summary.json",
+        [f"{d}/metrics.csv" for d in run_dirs("smoke")],
 
 
 rule ablation:
     input:
         f"{SWEEPS['ablation']}/report/summary.json",
         f"{SWEEPS['ablation']}/report/ablation.png",
+        [f"{d}/metrics.csv" for d in run_dirs("ablation")],
 
 
 rule demos:
