@@ -159,6 +159,25 @@ def _datasets_root(root: str | os.PathLike | None):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
+def clear_dataset_path(dataset_id: str, overwrite: bool, how: str) -> Path:
+    """The folder of ``dataset_id`` under the current Minari root, made ready for a new dataset:
+    an existing dataset is an error unless ``overwrite`` (``how`` says how to ask for it), and
+    a folder that is not a Minari dataset is never removed. Call inside ``_datasets_root``."""
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    try:
+        path = Path(get_dataset_path(dataset_id))
+    except Exception as exc:
+        raise UserError(f"bad dataset id {dataset_id!r}: {exc}") from None
+    if path.exists():
+        if not overwrite:
+            raise UserError(f"dataset {dataset_id!r} already exists at {path}; {how} to replace it")
+        if not (path / "data").is_dir():
+            raise UserError(f"refusing to overwrite {path}: it does not look like a Minari dataset")
+        shutil.rmtree(path)
+    return path
+
+
 def default_dataset_id(spec: TaskSpec) -> str:
     src = spec.demo_source
     if src.startswith("minari:"):
@@ -179,7 +198,6 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
     """
     import minari
     from minari.data_collector import EpisodeBuffer
-    from minari.storage.datasets_root_dir import get_dataset_path
 
     spec = get_task(task)
     if not isinstance(episodes, (int, np.integer)) or episodes < 1:
@@ -190,18 +208,7 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
     dataset_id = dataset_id or default_dataset_id(spec)
 
     with _datasets_root(root):
-        try:
-            path = Path(get_dataset_path(dataset_id))
-        except Exception as exc:
-            raise UserError(f"bad dataset id {dataset_id!r}: {exc}") from exc
-        if path.exists():
-            if not overwrite:
-                raise UserError(f"dataset {dataset_id!r} already exists at {path}; "
-                                "pass overwrite=True to replace it")
-            if not (path / "data").is_dir():
-                raise UserError(
-                    f"refusing to overwrite {path}: it does not look like a Minari dataset")
-            shutil.rmtree(path)
+        path = clear_dataset_path(dataset_id, overwrite, "pass overwrite=True")
 
         env = make_env(spec, render_pixels=pixels)
         act_space = env.action_space

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from cmil_bench.errors import UserError
-from envs.collect import _datasets_root
+from envs.collect import _datasets_root, clear_dataset_path
 
 # ----------------------------------------------------------------------------- the paper's Kitchen demos
 
@@ -235,22 +235,11 @@ def write_state_pixel_dataset(spec, episodes: list[dict], *, dataset_id: str, ro
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
-    from minari.storage.datasets_root_dir import get_dataset_path
 
     if not episodes:
         raise UserError("no episodes to write")
     with _datasets_root(root):
-        try:
-            path = Path(get_dataset_path(dataset_id))
-        except Exception as exc:
-            raise UserError(f"bad dataset id {dataset_id!r}: {exc}") from None
-        if path.exists():
-            if not overwrite:
-                raise UserError(f"dataset {dataset_id!r} already exists at {path}; pass --overwrite "
-                                "to replace it")
-            if not (path / "data").is_dir():
-                raise UserError(f"refusing to overwrite {path}: it does not look like a Minari dataset")
-            shutil.rmtree(path)
+        path = clear_dataset_path(dataset_id, overwrite, "pass --overwrite")
         buffers = []
         for i, ep in enumerate(episodes):
             T = len(ep["rewards"])

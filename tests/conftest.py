@@ -8,6 +8,8 @@ Path fixtures (each writes into the test's ``tmp_path`` and returns the path):
                          ``minari.create_dataset_from_buffers``; MINARI_DATASETS_PATH points at its root
   - ``minari_dict_dataset``  the same with a PointMaze-like Dict observation
   - ``kitchen_demo_dir`` the real CMIL Kitchen demos under ../shared (skips when absent)
+  - ``demo_root``       (module scope) a Minari root with three scripted-expert demos of
+                         pointmaze-umaze and fetch-push (with pixels), for smoke runs
 
 ``demo_expect`` is a dict the path fixtures fill with what a loader must find, keyed by fixture
 name (episode count, lengths, returns, ends, shapes, ...). ``demo_writers`` gives the writer
@@ -338,3 +340,24 @@ def kitchen_demo_dir():
     if not KITCHEN_DEMOS.is_dir() or not any(KITCHEN_DEMOS.glob("*.npz")):
         pytest.skip(f"real Kitchen demos not found at {KITCHEN_DEMOS}")
     return KITCHEN_DEMOS
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    """A local Minari root with three expert demos of pointmaze-umaze (states) and of
+    fetch-push (states and pixels: its 50-step episodes keep pixel runs short), set as
+    MINARI_DATASETS_PATH for the module that uses it."""
+    from envs.collect import collect_demos
+
+    root = tmp_path_factory.mktemp("minari")
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        collect_demos("pointmaze-umaze", 3, seed=0, root=str(root), random_episodes=2)
+        collect_demos("fetch-push", 3, seed=0, root=str(root), pixels=True, random_episodes=2)
+        yield root
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old

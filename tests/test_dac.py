@@ -3,9 +3,7 @@ runs from states and pixels through ``cmil_bench.run.execute``."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -151,26 +149,6 @@ def test_bad_config_names_the_value(key, value):
 
 
 # ------------------------------------------------------------------ runs through the harness
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    """A local Minari root with three expert demos of pointmaze-umaze (states) and of
-    fetch-push (states and pixels: its 50-step episodes keep pixel runs short)."""
-    from envs.collect import collect_demos
-
-    root = tmp_path_factory.mktemp("dac-minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
-        collect_demos("pointmaze-umaze", 3, seed=0, root=str(root), random_episodes=2)
-        collect_demos("fetch-push", 3, seed=0, root=str(root), pixels=True, random_episodes=2)
-        yield root
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
 
 
 def _check_metrics(path: Path, n_rows: int) -> pd.DataFrame:
