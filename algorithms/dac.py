@@ -29,8 +29,11 @@ episode had steps), ``updates_per_step`` sets the update-to-data ratio, state ob
 standardised with the demos' mean and std (``normalize_obs``), and the cpu preset uses smaller
 networks and SAC (the paper notes that any off-policy learner fits; the ``cpu-td3`` preset
 keeps TD3), and ``task_total_steps`` / ``task_eval_every`` give slow environments smaller
-budgets. Demo subsampling (``subsample``; the reference kept every 20th step of 1000-step
-episodes) is off by default: our demos are 50-300 steps long and few; when on, absorbing
+budgets. Optional and off by default (not in the paper): n-step critic targets (``n_step``), a
+state-only discriminator (``disc_input="s"``), BC initialisation of the actor
+(``bc_init_steps``) and a BC term in the actor loss (``bc_weight``). Demo subsampling
+(``subsample``; the reference kept every 20th step of 1000-step episodes) is off by default:
+our demos are 50-300 steps long and few; when on, absorbing
 transitions are always kept and weighted by 1/subsample in the discriminator loss, as in the
 reference.
 
@@ -96,6 +99,11 @@ class Config(BaseConfig):
     actor_delay: int = 1_000
     # Agent updates per environment step (may be fractional: 0.5 = one update every 2 steps).
     updates_per_step: float = 1.0
+    # n-step returns for the critic (not in the paper; 1 = the paper's one-step TD target): the
+    # target sums the discriminator rewards of up to ``n_step`` replayed steps of one episode and
+    # bootstraps from the state after the last of them (uncorrected for the policy change, as in
+    # Rainbow, D4PG and DrQ-v2).
+    n_step: int = 1
     replay_size: int = 1_000_000
     # SAC only.
     sac_init_alpha: float = 0.1
@@ -110,6 +118,8 @@ class Config(BaseConfig):
     # One discriminator update every ``disc_every`` agent updates.
     disc_every: int = 1
     reward_form: str = "logit"
+    # What the discriminator reads: "sa" (state and action, the paper's) or "s" (state only).
+    disc_input: str = "sa"
     # Absorbing states for terminating episodes (see the module docstring).
     absorbing: bool = True
     # Keep every k-th demo transition (random offset per demo); 1 keeps all.
@@ -123,18 +133,28 @@ class Config(BaseConfig):
     feature_dim: int = 50
     augment: bool = True
     shift_pad: int = 4
+    # Optional BC initialisation of the actor (not in the paper; 0 = off): ``bc_init_steps`` Adam
+    # steps (lr ``actor_lr``, batch ``batch_size``) of mean-squared error between the actor's
+    # deterministic action and the expert's on demo transitions, before any environment step.
+    bc_init_steps: int = 0
+    # Optional BC term in the actor loss (not in the paper; 0 = off; CMIL's actor carries one):
+    # ``bc_weight`` x the mean squared error of the actor's deterministic action on the expert
+    # batch of the same update (its non-absorbing states).
+    bc_weight: float = 0.0
 
     def __post_validate__(self):
         if self.agent not in ("td3", "sac"):
             raise UserError(f"dac: agent must be 'td3' or 'sac', got {self.agent!r}")
+        if self.disc_input not in ("sa", "s"):
+            raise UserError(f"dac: disc_input must be 'sa' or 's', got {self.disc_input!r}")
         if self.reward_form not in ("logit", "gail", "prob", "log"):
             raise UserError(f"dac: reward_form must be logit|gail|prob|log, got {self.reward_form!r}")
-        for name in ("total_steps", "batch_size", "policy_delay", "disc_every", "subsample",
+        for name in ("total_steps", "batch_size", "policy_delay", "disc_every", "subsample", "n_step",
                      "replay_size", "feature_dim", "encoder_depth"):
             if getattr(self, name) <= 0:
                 raise UserError(f"dac: {name} must be positive, got {getattr(self, name)!r}")
         for name in ("random_steps", "learning_starts", "actor_delay", "gp_weight", "expl_noise",
-                     "policy_noise", "noise_clip", "shift_pad"):
+                     "policy_noise", "noise_clip", "shift_pad", "bc_init_steps", "bc_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"dac: {name} must be >= 0, got {getattr(self, name)!r}")
         parse_task_values(self.task_total_steps, "task_total_steps", "dac")
@@ -198,6 +218,7 @@ def task_budget(cfg, task) -> tuple[int, int]:
 # Replay layout: ``done`` is the zero-value terminal mask (used only without absorbing states),
 # ``absorbing`` / ``next_absorbing`` the indicator of obs / next_obs.
 EXTRA_FIELDS = ("done", "absorbing", "next_absorbing")
+# ``last`` marks the last replay row of an episode (n-step windows stop there).
 
 
 # ------------------------------------------------------------------------ absorbing states
@@ -400,6 +421,12 @@ class FlatAdam:
     def zero_grad(self) -> None:
         self.grad.zero_()
 
+    def reset(self) -> None:
+        """Forget the moment estimates (as a freshly built optimiser)."""
+        self.m.zero_()
+        self.v.zero_()
+        self.t = 0
+
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         norm = self.grad.norm()
         self.grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
@@ -446,7 +473,8 @@ class DAC:
         self.critic = Critic(obs_shape, act_dim, cfg, mean, std).to(device)
         feat_dim = self.critic.feat_dim
         self.actor = Actor(feat_dim, act_dim, cfg).to(device)
-        self.disc = Discriminator(feat_dim + act_dim, cfg.disc_hidden, act=cfg.disc_activation).to(device)
+        disc_dim = feat_dim + (act_dim if cfg.disc_input == "sa" else 0)
+        self.disc = Discriminator(disc_dim, cfg.disc_hidden, act=cfg.disc_activation).to(device)
         self.critic_opt = FlatAdam(self.critic, cfg.critic_lr)
         self.actor_opt = FlatAdam(self.actor, cfg.actor_lr)
         self.disc_opt = FlatAdam(self.disc, cfg.disc_lr)
@@ -502,6 +530,9 @@ class DAC:
     def _to_t(self, batch: dict) -> dict:
         return {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
 
+    def _disc_x(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return torch.cat([feat, action], dim=-1) if self.cfg.disc_input == "sa" else feat
+
     def update(self, batch: dict, expert: dict | None) -> None:
         """One agent update (and a discriminator update when ``expert`` is given)."""
         cfg = self.cfg
@@ -511,8 +542,8 @@ class DAC:
             obs, nobs = random_shift(obs, cfg.shift_pad), random_shift(nobs, cfg.shift_pad)
         act, ab, nab = b["action"], b["absorbing"], b["next_absorbing"]
         feat = self.critic.features(obs, ab)
-        policy_x = torch.cat([feat.detach(), act], dim=-1)
-
+        policy_x = self._disc_x(feat.detach(), act)
+        bc = None
         if expert is not None:
             e = self._to_t(expert)
             eobs = e["obs"]
@@ -520,7 +551,8 @@ class DAC:
                 eobs = random_shift(eobs, cfg.shift_pad)
             with torch.no_grad():
                 efeat = self.critic.features(eobs, e["absorbing"])
-            expert_x = torch.cat([efeat, e["action"]], dim=-1)
+            expert_x = self._disc_x(efeat, e["action"])
+            bc = (efeat, e["action"], 1.0 - e["absorbing"])
             bce, acc = bce_loss(self.disc, expert_x, policy_x, expert_weight=e["weight"])
             gp = gradient_penalty(self.disc, expert_x, policy_x)
             loss = bce + cfg.gp_weight * gp
@@ -531,6 +563,10 @@ class DAC:
 
         with torch.no_grad():
             reward = reward_from_logits(self.disc(policy_x), cfg.reward_form)
+            if "seq_obs" in b:  # n-step: discounted sum over the window, then bootstrap
+                reward, discount = self._window_return(b, reward)
+            else:
+                discount = torch.full_like(reward, cfg.gamma)
             nfeat = self.critic_target.features(nobs, nab)
             keep = (1.0 - nab).unsqueeze(-1)  # the absorbing state only knows the zero action
             if cfg.agent == "td3":
@@ -543,7 +579,7 @@ class DAC:
                 q_next = self.critic_target(nfeat, nact).min(0).values
                 q_next = q_next - self.log_alpha.exp() * nlogp * (1.0 - nab)
             not_done = 1.0 - b["done"] if not cfg.absorbing else torch.ones_like(reward)
-            target = reward + cfg.gamma * not_done * q_next
+            target = reward + discount * not_done * q_next
         q = self.critic(feat, act)
         critic_loss = (q - target.unsqueeze(0)).pow(2).mean(1).sum()
         self.critic_opt.zero_grad()
@@ -555,11 +591,47 @@ class DAC:
 
         if self.updates % cfg.policy_delay == 0:
             if self.updates >= cfg.actor_delay:
-                self._update_actor(feat.detach(), ab)
+                self._update_actor(feat.detach(), ab, bc)
             self._critic_target.update(self.critic_opt.param, cfg.tau)
             self._actor_target.update(self.actor_opt.param, cfg.tau)
 
-    def _update_actor(self, feat: torch.Tensor, ab: torch.Tensor) -> None:
+    def _window_return(self, b: dict, first_reward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """n-step: ``sum_k gamma^k r_k`` over each window's valid steps (step 0's reward given;
+        ``seq_*`` hold steps 1..n-1) and the bootstrap discount ``gamma^m``, m its length."""
+        seq_obs, valid = b["seq_obs"], b["seq_valid"]
+        B, K = valid.shape
+        obs = seq_obs.reshape(B * K, *seq_obs.shape[2:])
+        if self.critic.encoder.pixels and self.cfg.augment:
+            obs = random_shift(obs, self.cfg.shift_pad)
+        feat = self.critic.features(obs, b["seq_absorbing"].reshape(-1))
+        x = self._disc_x(feat, b["seq_action"].reshape(B * K, -1))
+        rest = reward_from_logits(self.disc(x), self.cfg.reward_form).reshape(B, K) * valid
+        r = torch.cat([first_reward.unsqueeze(1), rest], dim=1)
+        powers = self.cfg.gamma ** torch.arange(K + 1, device=r.device, dtype=r.dtype)
+        return (r * powers).sum(1), self.cfg.gamma ** (1.0 + valid.sum(1))
+
+    def bc_step(self, expert: dict) -> torch.Tensor:
+        """One BC step on the actor: MSE of its deterministic action to the expert's (non-absorbing
+        expert states only). Updates the actor target to the same weights."""
+        e = self._to_t(expert)
+        obs = e["obs"]
+        if self.critic.encoder.pixels and self.cfg.augment:
+            obs = random_shift(obs, self.cfg.shift_pad)
+        with torch.no_grad():
+            feat = self.critic.features(obs, e["absorbing"])
+        loss = self._bc_loss(feat, e["action"], 1.0 - e["absorbing"])
+        self.actor_opt.zero_grad()
+        loss.backward()
+        self.actor_opt.step()
+        self._actor_target.flat.copy_(self.actor_opt.param)
+        return loss.detach()
+
+    def _bc_loss(self, feat: torch.Tensor, action: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Mean (over the weight ``w``) squared error of the deterministic action to ``action``."""
+        err = (self.actor(feat) - action).pow(2).sum(-1)
+        return (err * w).sum() / w.sum().clamp(min=1.0)
+
+    def _update_actor(self, feat: torch.Tensor, ab: torch.Tensor, bc=None) -> None:
         cfg = self.cfg
         w = 1.0 - ab  # no actor loss on absorbing states
         denom = w.sum().clamp(min=1.0)
@@ -571,6 +643,10 @@ class DAC:
             q = self.critic(feat, a).min(0).values
             alpha = self.log_alpha.exp().detach()
             actor_loss = ((alpha * logp - q) * w).sum() / denom
+        if cfg.bc_weight > 0 and bc is not None:
+            bc_loss = self._bc_loss(*bc)
+            actor_loss = actor_loss + cfg.bc_weight * bc_loss
+            self.stats["bc_loss"] = bc_loss.detach()
         self.actor_opt.zero_grad()
         actor_loss.backward()
         if cfg.actor_grad_clip > 0:
@@ -587,6 +663,26 @@ class DAC:
 
 
 # ------------------------------------------------------------------------ training loop
+
+
+def sample_batch(replay: ReplayBuffer, rng: np.random.Generator, batch_size: int, n_step: int) -> dict:
+    """A uniform batch of transitions; with ``n_step > 1`` also the next ``n_step - 1`` steps of
+    each one's episode (``seq_obs``, ``seq_action``, ``seq_absorbing``, ``seq_valid``) and, as
+    ``next_obs`` / ``next_absorbing`` / ``done``, those of the window's last valid step."""
+    idx = replay.sample_indices(rng, batch_size)
+    batch = replay.get(idx)
+    if n_step <= 1:
+        return batch
+    rows, valid = replay.windows(idx, n_step)
+    rest = replay.get(rows[:, 1:].reshape(-1))
+    shape = (len(idx), n_step - 1)
+    for k in ("obs", "action", "absorbing"):
+        batch["seq_" + k] = rest[k].reshape(*shape, *rest[k].shape[1:])
+    batch["seq_valid"] = valid[:, 1:].astype(np.float32)
+    end = rows[np.arange(len(idx)), valid.sum(1) - 1]
+    for k in ("next_obs", "next_absorbing", "done"):
+        batch[k] = replay.data[k][end]
+    return batch
 
 
 def _obs_stats(demos, obs_key: str, cfg: Config):
@@ -613,7 +709,8 @@ def train(run, cfg: Config) -> None:
 
     fields = {"obs": (obs_shape, obs_dtype), "action": ((act_dim,), np.float32),
               "next_obs": (obs_shape, obs_dtype), "done": ((), np.float32),
-              "absorbing": ((), np.float32), "next_absorbing": ((), np.float32)}
+              "absorbing": ((), np.float32), "next_absorbing": ((), np.float32),
+              "last": ((), np.float32)}
     capacity = min(cfg.replay_size, 2 * total_steps + 2)
     replay = ReplayBuffer(capacity, fields)
 
@@ -636,8 +733,14 @@ def train(run, cfg: Config) -> None:
                         "env_steps": env_steps, "episodes": episodes, "credit": credit,
                         "next_eval": next_eval})
 
-    env = run.make_env()
     rng = run.rng
+    if state is None and cfg.bc_init_steps:
+        for _ in range(cfg.bc_init_steps):
+            idx = rng.integers(0, n_expert, size=cfg.batch_size)
+            agent.stats["bc_loss"] = agent.bc_step({k: v[idx] for k, v in expert.items()})
+        agent.actor_opt.reset()  # the adversarial phase starts with fresh Adam moments
+
+    env = run.make_env()
     with run.progress(total_steps, initial=env_steps) as bar:
         while env_steps < total_steps:
             obs, _ = env.reset(seed=int(rng.integers(2**31)))
@@ -653,17 +756,18 @@ def train(run, cfg: Config) -> None:
                 else:
                     action = agent.sample_action(obs[None])[0]
                 next_obs, _, terminated, truncated, _ = env.step(action)
-                for tr in step_transitions(obs, action, next_obs, bool(terminated), cfg.absorbing):
-                    replay.add(**tr)
-                obs = next_obs
                 done = bool(terminated or truncated)
+                trs = step_transitions(obs, action, next_obs, bool(terminated), cfg.absorbing)
+                for j, tr in enumerate(trs):
+                    replay.add(**tr, last=float(done and j == len(trs) - 1))
+                obs = next_obs
                 env_steps += 1
                 bar.update(1)
                 if env_steps >= cfg.learning_starts:
                     credit += cfg.updates_per_step
                     while credit >= 1.0:
                         credit -= 1.0
-                        batch = replay.sample(rng, cfg.batch_size)
+                        batch = sample_batch(replay, rng, cfg.batch_size, cfg.n_step)
                         ebatch = None
                         if agent.updates % cfg.disc_every == 0:
                             ebatch = {k: v[rng.integers(0, n_expert, size=cfg.batch_size)]

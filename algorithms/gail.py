@@ -40,8 +40,11 @@ length, 0 = the task's, non-terminating tasks lose nothing); the discriminator s
 1000-step demos) is off by default because our demos are few and 50-300 steps long. The cpu
 preset (one core, <= 75 s a run) uses 4 minibatches per epoch, a 20-epoch discriminator
 warm-up capped at 8 minibatches per epoch, an initial policy std of exp(-1) (the expert's
-actions are small; with std 1 most exploratory actions saturate), and a smaller budget on the
-slow fetch-push (``task_total_steps``).
+actions are small; with std 1 most exploratory actions saturate), PPO learning rate 1e-3 except
+on fetch-push (3e-4), and a smaller budget on the slow fetch-push (``task_total_steps``).
+Optional and off by default (not in the paper): behaviour cloning before the first rollout
+(``bc_init_steps``) and a BC term in every PPO loss (``bc_weight``), the anchoring CMIL's actor
+has, for comparisons that give the model-free learner the same start.
 
 Evaluations (and checkpoints) come after the first iteration that crosses each multiple of
 ``eval_every`` environment steps, and after the last.
@@ -110,6 +113,12 @@ class Config(BaseConfig):
     norm_reward: bool = True
     # Keep every k-th demo transition (random offset per demo); 1 keeps all.
     subsample: int = 1
+    # Optional behaviour cloning (not in the paper; 0 = off): ``bc_init_steps`` Adam steps of
+    # mean-squared error between the policy mean and the expert's actions before the first
+    # rollout (lr ``lr``, batch ``disc_batch_size``), and ``bc_weight`` x that error on an expert
+    # minibatch added to every PPO loss (as in BC-regularised GAIL, Jena et al. 2020).
+    bc_init_steps: int = 0
+    bc_weight: float = 0.0
     # Pixels only.
     encoder_depth: int = 32
     feature_dim: int = 50
@@ -127,7 +136,7 @@ class Config(BaseConfig):
                 raise UserError(f"gail: {name} must be positive, got {getattr(self, name)!r}")
         for name in ("rollout_len", "disc_epochs", "disc_warmup_iters", "disc_warmup_epochs",
                      "disc_max_batches", "gp_weight", "ent_coef", "vf_coef", "max_grad_norm",
-                     "shift_pad"):
+                     "shift_pad", "bc_init_steps", "bc_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"gail: {name} must be >= 0, got {getattr(self, name)!r}")
         parse_task_values(self.task_total_steps, "task_total_steps", "gail")
@@ -139,9 +148,13 @@ class Config(BaseConfig):
 
 PRESETS = {
     # Default CPU sweep (pointmaze-umaze, fetch-push; one core, <= 75 s a run).
+    # PPO's learning rate 1e-3 (decayed linearly as usual): on pointmaze-umaze, seeds 0-2, final
+    # norm_score 0.57 / 0.55 / 0.60 with 3e-4 -> 0.66 / 0.63 / 0.60; on fetch-push 1e-3 did worse
+    # (seeds 0-1: 0.49 / 0.45 -> 0.24 / 0.20), so it keeps 3e-4 there (benchmarks/RESULTS.md).
     "cpu": {"total_steps": 300_000, "eval_every": 50_000, "task_total_steps": ("fetch-push=30000",),
             "task_eval_every": ("fetch-push=10000",), "n_envs": 8, "num_minibatches": 4,
-            "disc_warmup_epochs": 20, "disc_max_batches": 8, "log_std_init": -1.0},
+            "disc_warmup_epochs": 20, "disc_max_batches": 8, "log_std_init": -1.0, "lr": 1e-3,
+            "per_task": {"fetch-push": {"lr": 3e-4}}},
     # A few seconds, for tests.
     "smoke": {"total_steps": 240, "eval_every": 120, "eval_episodes": 2, "n_envs": 2,
               "rollout_len": 60, "ppo_epochs": 2, "num_minibatches": 4, "disc_batch_size": 32,
@@ -268,7 +281,9 @@ def train(run, cfg: Config) -> None:
     exp_obs, exp_act = expert_arrays(run.demos, run.obs_key, cfg.subsample, run.rng)
     obs_rms = RunningMeanStd(obs_shape if not pixels else ())
     use_norm = cfg.obs_norm != "none" and not pixels
-    if cfg.obs_norm == "demo" and not pixels:
+    # "demo" statistics, or the running statistics' start when BC fits the policy before any
+    # rollout (so that its inputs do not jump when the first rollout arrives).
+    if not pixels and (cfg.obs_norm == "demo" or (cfg.obs_norm == "running" and cfg.bc_init_steps)):
         s = np.concatenate([t.observations[run.obs_key] for t in run.demos]).astype(np.float64)
         obs_rms.mean, obs_rms.var, obs_rms.count = s.mean(0), s.var(0), float(len(s))
     ret_rms = RunningMeanStd(())
@@ -311,8 +326,22 @@ def train(run, cfg: Config) -> None:
     def policy_mean(obs: np.ndarray) -> np.ndarray:
         return ac.pi(ac.features(to_t(normalize(obs)))).clamp(-1, 1).cpu().numpy()
 
-    envs = [run.make_env() for _ in range(N)]
     rng = run.rng
+
+    def bc_loss(idx) -> torch.Tensor:
+        f = feats(to_t(normalize(exp_obs[idx])), True)
+        return (ac.pi(f) - to_t(exp_act[idx])).pow(2).sum(-1).mean()
+
+    if state is None and cfg.bc_init_steps:
+        for _ in range(cfg.bc_init_steps):
+            loss = bc_loss(rng.integers(0, len(exp_act), size=cfg.disc_batch_size))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        stats["bc_loss"] = loss.item()
+        opt.reset()  # PPO starts with fresh Adam moments
+
+    envs = [run.make_env() for _ in range(N)]
     with run.progress(iters_total * N * T, initial=env_steps) as bar:
         while it < iters_total:
             # ---- 1. rollout (fresh resets) ------------------------------------------------------
@@ -416,6 +445,10 @@ def train(run, cfg: Config) -> None:
                         v_loss = 0.5 * ((v - ret_t[idx]) ** 2).mean()
                     ent = d.entropy().sum(-1).mean()
                     loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+                    if cfg.bc_weight > 0:
+                        bcl = bc_loss(rng.integers(0, len(exp_act), size=mb))
+                        loss = loss + cfg.bc_weight * bcl
+                        stats["bc_loss"] = bcl.item()
                     opt.zero_grad()
                     loss.backward()
                     if cfg.max_grad_norm > 0:

@@ -132,6 +132,37 @@ def sample_efficiency(title: str, panels: Sequence[dict], colors: dict, ylabel: 
     return save(fig, base)
 
 
+def seed_curves(title: str, panels: Sequence[dict], colors: dict, ylabel: str,
+                base: Path) -> list[Path]:
+    """Every seed's own learning curve, one panel per (algorithm, demo count), each on its own
+    step axis (budgets differ between algorithms), with the mean over seeds drawn bold.
+
+    Each panel: {"title", "name" (the algorithm, for its colour), "xlabel",
+    "seeds": {seed: (x, y)}}.
+    """
+    fig, axes = _panel_grid(len(panels), width=4.0, height=3.0)
+    for ax, panel in zip(axes, panels):
+        color = colors[panel["name"]]
+        runs = panel["seeds"]
+        for seed, (x, y) in sorted(runs.items()):
+            ax.plot(x, y, color=color, alpha=0.45, linewidth=1.2, marker="o", markersize=2.5,
+                    label=f"seed {seed}")
+        k = min(len(y) for _, y in runs.values())
+        x0 = np.median(np.stack([np.asarray(x[:k], float) for x, _ in runs.values()]), axis=0)
+        mean = np.mean(np.stack([np.asarray(y[:k], float) for _, y in runs.values()]), axis=0)
+        ax.plot(x0, mean, color=color, linewidth=2.5, label="mean")
+        ax.set_title(panel["title"])
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.25)
+        ax.spines["top"].set_visible(False)
+        ax.spines["right"].set_visible(False)
+        ax.legend(fontsize="x-small", frameon=False)
+    fig.suptitle(title, fontsize="large")
+    fig.tight_layout()
+    return save(fig, base)
+
+
 def score_vs_demos(panels: Sequence[dict], colors: dict, base: Path) -> list[Path]:
     """Final score against the number of demos, one line per algorithm, CI as error bars.
 

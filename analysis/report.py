@@ -330,7 +330,8 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
 
     if figures_too:
         _figures(fig_dir, rel, variants, colors, names, label, agg, agg_demos, demo_counts,
-                 profs, prof_cis, taus, poi, curves, per_setting, task_labels)
+                 profs, prof_cis, taus, poi, curves, _seed_panels(df, finals, variants, metric),
+                 per_setting, task_labels)
 
     summary = {
         "metric": metric, "last_k": last_k, "reps": int(reps), "seed": int(seed),
@@ -363,7 +364,7 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
 
 
 def _figures(fig_dir, rel, variants, colors, names, label, agg, agg_demos, demo_counts, profs,
-             prof_cis, taus, poi, curves, per_setting, task_labels) -> None:
+             prof_cis, taus, poi, curves, seed_panels, per_setting, task_labels) -> None:
     rel(figures.aggregates({v: agg[v]["estimates"] for v in variants}, names, colors, label,
                            fig_dir / "aggregates"), "aggregates with 95% CIs")
     demo_est = {f"{v} d{n}": agg_demos[v][n]["estimates"] for v in variants for n in demo_counts
@@ -380,6 +381,10 @@ def _figures(fig_dir, rel, variants, colors, names, label, agg, agg_demos, demo_
         rel(figures.sample_efficiency(task, panels, colors, f"IQM {label.lower()}",
                                       fig_dir / f"sample_efficiency_{_slug(task)}"),
             f"sample-efficiency curves on {task}")
+    for task, panels in seed_panels.items():
+        rel(figures.seed_curves(f"{task}: every seed", panels, colors, label,
+                                fig_dir / f"seed_curves_{_slug(task)}"),
+            f"learning curve of every seed on {task} (online algorithms)")
     demo_panels = [{"title": "all tasks (IQM)", "ylabel": f"IQM {label.lower()}",
                     "series": {v: _series([(n, agg_demos[v][n]["estimates"]["IQM"])
                                            for n in demo_counts if n in agg_demos[v]])
@@ -435,6 +440,32 @@ def _curves(df, finals, variants, metric, reps, seed) -> dict[str, list[dict]]:
                 panel["curves"][v] = (x, point, ci[0].ravel(), ci[1].ravel())
             panels.append(panel)
         out[task] = panels
+    return out
+
+
+def _seed_panels(df, finals, variants, metric) -> dict[str, list[dict]]:
+    """{task label: [panel per (online algorithm, demo count)]} for figures.seed_curves."""
+    rows = df[df["run_dir"].isin(set(finals["run_dir"]))].merge(
+        finals[["run_dir", "variant", "task_label"]].rename(columns={"variant": "_variant"}),
+        on="run_dir")
+    out: dict[str, list[dict]] = {}
+    for task in sorted(rows["task_label"].unique()):
+        trows = rows[rows["task_label"] == task]
+        panels = []
+        for v in variants:
+            for n in sorted(trows.loc[trows["_variant"] == v, "n_demos"].unique()):
+                prow = trows[(trows["_variant"] == v) & (trows["n_demos"] == n)]
+                if not (prow["env_steps"] > 0).any():
+                    continue  # offline: no environment-step axis
+                seeds = {}
+                for _, g in prow.groupby("run_dir"):
+                    g = g.sort_values("eval_index")
+                    seeds[g["seed"].iloc[0]] = (g["env_steps"].to_numpy(float),
+                                                g[metric].to_numpy(float))
+                panels.append({"title": f"{v}, {int(n)} demos", "name": v,
+                               "xlabel": "env steps", "seeds": seeds})
+        if panels:
+            out[task] = panels
     return out
 
 

@@ -2,7 +2,9 @@
 
 Every algorithm keeps all of its hyperparameters in one dataclass ``Config`` that extends
 ``BaseConfig``; a module-level ``PRESETS`` dict maps a preset name (e.g. ``cpu``) to overrides.
-Resolution order: dataclass defaults < preset < ``--set`` overrides (left to right).
+Resolution order: dataclass defaults < preset < the preset's entry for the task < ``--set``
+overrides (left to right). A preset may hold ``"per_task": {NAME: {...}}``, NAME a task or a task
+family (the family's entry first, then the task's), for settings that differ between tasks.
 """
 
 from __future__ import annotations
@@ -107,9 +109,13 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+PER_TASK = "per_task"
+
+
 def build_config(cfg_cls, presets: dict[str, dict] | None, preset: str | None,
-                 overrides: dict[str, Any] | None, algo: str = ""):
-    """Resolve defaults < preset < overrides into an instance of ``cfg_cls``, checking every key."""
+                 overrides: dict[str, Any] | None, algo: str = "", task=None):
+    """Resolve defaults < preset < preset's per-task entry < overrides into an instance of
+    ``cfg_cls``, checking every key. ``task`` (a TaskSpec, or None) selects the per-task entry."""
     hints = typing.get_type_hints(cfg_cls)
     names = field_names(cfg_cls)
     values: dict[str, Any] = {}
@@ -119,7 +125,13 @@ def build_config(cfg_cls, presets: dict[str, dict] | None, preset: str | None,
         if preset not in presets:
             known = ", ".join(sorted(presets)) or "none"
             raise UserError(f"unknown preset {preset!r} for algorithm {algo!r}; known presets: {known}")
-        layers.append((f"preset {preset!r}", presets[preset]))
+        layer = dict(presets[preset])
+        per_task = layer.pop(PER_TASK, {}) or {}
+        layers.append((f"preset {preset!r}", layer))
+        if task is not None:
+            for key in dict.fromkeys((getattr(task, "family", ""), task.name)):
+                if key and key in per_task:
+                    layers.append((f"preset {preset!r} for task {key!r}", per_task[key]))
     if overrides:
         layers.append(("--set", overrides))
     for where, layer in layers:

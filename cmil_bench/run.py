@@ -397,7 +397,8 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
 
     module = get_algorithm(algo)
     spec = get_task(task)
-    cfg = build_config(module.Config, getattr(module, "PRESETS", {}), preset, overrides, algo)
+    cfg = build_config(module.Config, getattr(module, "PRESETS", {}), preset, overrides, algo,
+                       task=spec)
     variant = variant or algo
     gl = os.environ.get("MUJOCO_GL", "")
     if spec.obs_mode == "pixels" and gl.strip().lower() in RENDERING_OFF:

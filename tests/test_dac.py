@@ -138,11 +138,94 @@ def test_replay_ring_and_state_dict_round_trip():
         buf.add(obs=np.zeros(2))
 
 
+def _episode_buffer(capacity, lengths):
+    """Episodes of the given lengths, rows numbered 0, 1, ... in ``obs``; ``last`` marks ends."""
+    buf = ReplayBuffer(capacity, {"obs": ((), np.float32), "last": ((), np.float32)})
+    i = 0
+    for n in lengths:
+        for t in range(n):
+            buf.add(obs=float(i), last=float(t == n - 1))
+            i += 1
+    return buf
+
+
+def test_replay_windows_stop_at_episode_end_and_newest_row():
+    buf = _episode_buffer(20, [3, 4, 2])  # rows 0-2 | 3-6 | 7-8, the last episode still running
+    buf.data["last"][8] = 0.0
+    rows, valid = buf.windows(np.array([0, 1, 2, 3, 7]), 3)
+    np.testing.assert_array_equal(rows[1], [1, 2, 3])
+    np.testing.assert_array_equal(valid, [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 1, 0]])
+    # a full ring: a window never wraps from the newest row into the oldest
+    ring = _episode_buffer(5, [7])  # rows hold 5, 6 | 2, 3, 4; ptr = 2, no episode end stored
+    ring.data["last"][:] = 0.0
+    rows, valid = ring.windows(np.array([0, 4]), 3)
+    np.testing.assert_array_equal(rows, [[0, 1, 2], [4, 0, 1]])
+    np.testing.assert_array_equal(valid, [[1, 1, 0], [1, 1, 1]])
+
+
+def test_n_step_target_sums_window_rewards_and_bootstraps_after_it():
+    # A frozen linear discriminator and critic target: the target must be
+    # r0 + g r1 + g^2 r2 + g^3 Q'(s3, pi(s3)) for a full window, and stop at an episode end.
+    torch.manual_seed(0)
+    cfg = build_config(dac.Config, dac.PRESETS, "smoke", {"n_step": 3, "gamma": 0.9,
+                                                           "agent": "td3", "policy_noise": 0.0}, "dac")
+    agent = dac.DAC((2,), 1, cfg, torch.device("cpu"))
+    fields = {"obs": ((2,), np.float32), "action": ((1,), np.float32), "next_obs": ((2,), np.float32),
+              "done": ((), np.float32), "absorbing": ((), np.float32),
+              "next_absorbing": ((), np.float32), "last": ((), np.float32)}
+    buf = ReplayBuffer(10, fields)
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(6, 2)).astype(np.float32)
+    for t in range(5):  # one episode of 5 steps
+        buf.add(obs=states[t], action=np.array([0.1 * t], np.float32), next_obs=states[t + 1],
+                done=0.0, absorbing=0.0, next_absorbing=0.0, last=float(t == 4))
+
+    def reward(o, a):
+        x = agent._disc_x(agent.critic.features(torch.as_tensor(o)[None], torch.zeros(1)),
+                          torch.as_tensor(a)[None])
+        return agent.disc(x).item()
+
+    def q_next(o):
+        f = agent.critic_target.features(torch.as_tensor(o)[None], torch.zeros(1))
+        return agent.critic_target(f, agent.actor_target(f)).min(0).values.item()
+
+    for start, expect_len in ((0, 3), (3, 2)):  # the second window stops at the episode's end
+        idx = np.array([start])
+        batch = buf.get(idx)
+        rows, valid = buf.windows(idx, 3)
+        assert valid.sum() == expect_len
+        full = dac.sample_batch(buf, _FixedRng(idx), 1, 3)
+        for k in batch:
+            if k not in ("next_obs", "next_absorbing", "done"):
+                np.testing.assert_array_equal(full[k], batch[k])
+        g = 0.9
+        with torch.no_grad():
+            expected = sum(g ** k * reward(states[start + k], np.array([0.1 * (start + k)], np.float32))
+                           for k in range(expect_len))
+            expected += g ** expect_len * q_next(states[start + expect_len])
+            b = agent._to_t(full)
+            r0 = agent.disc(agent._disc_x(agent.critic.features(b["obs"], b["absorbing"]), b["action"]))
+            ret, disc = agent._window_return(b, r0)
+            got = ret.item() + disc.item() * q_next(full["next_obs"][0])
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+class _FixedRng:
+    """Stands in for a generator whose ``integers`` returns the given indices."""
+
+    def __init__(self, idx):
+        self.idx = idx
+
+    def integers(self, low, high, size=None):
+        return self.idx
+
+
 # ------------------------------------------------------------------ config
 
 
 @pytest.mark.parametrize("key,value", [("agent", "ppo"), ("reward_form", "exp"), ("batch_size", 0),
-                                       ("updates_per_step", 0), ("tau", 1.5)])
+                                       ("updates_per_step", 0), ("tau", 1.5), ("n_step", 0),
+                                       ("disc_input", "sas")])
 def test_bad_config_names_the_value(key, value):
     with pytest.raises(UserError, match=key):
         build_config(dac.Config, dac.PRESETS, None, {key: value}, "dac")
@@ -230,3 +313,34 @@ def test_task_budgets_override_by_name_or_family():
     for bad in ("fetch-push", "fetch-push=0", "=10", "fetch-push=x"):
         with pytest.raises(UserError, match="task_total_steps"):
             build_config(dac.Config, dac.PRESETS, None, {"task_total_steps": bad}, "dac")
+
+
+def test_bc_steps_fit_the_expert_actions_and_skip_absorbing_states():
+    torch.manual_seed(0)
+    cfg = build_config(dac.Config, dac.PRESETS, "smoke", {"agent": "sac"}, "dac")
+    agent = dac.DAC((3,), 2, cfg, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(64, 3)).astype(np.float32)
+    act = np.tanh(obs[:, :2] * 0.8).astype(np.float32)
+    ab = np.zeros(64, np.float32)
+    ab[:8] = 1.0
+    act[:8] = 5.0  # an absorbing row's action must not count
+    batch = {"obs": obs, "action": act, "absorbing": ab}
+    first = agent.bc_step(batch).item()
+    for _ in range(400):
+        last = agent.bc_step(batch).item()
+    assert last < 0.05 < first
+    with torch.no_grad():  # the actor target follows the fitted actor
+        f = agent.critic.features(torch.as_tensor(obs[8:]), torch.zeros(56))
+        np.testing.assert_allclose(agent.actor_target(f).numpy(), agent.actor(f).numpy(), atol=1e-6)
+
+
+def test_state_only_discriminator_and_bc_term_in_a_run(demo_root, tmp_path):
+    p = execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=tmp_path / "run",
+                preset="smoke", overrides={"disc_input": "s", "bc_weight": "1", "bc_init_steps": "20",
+                                           "n_step": "3"}, show_progress=False)
+    df = _check_metrics(p, 2)
+    assert np.isfinite(df["bc_loss"]).all()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["algo_state"]
+    first = state["agent"]["disc"]["net.0.weight"]
+    assert first.shape[1] == 6 + 1  # the 6-d state and the absorbing flag, no action

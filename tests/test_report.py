@@ -87,6 +87,23 @@ def test_load_runs_fills_identity_from_path_and_skips_broken(tmp_path):
     assert set(loaded["variant"]) == {"cmil[penalty_weight=0]"}
 
 
+def test_seed_panels_hold_every_seed_of_online_algorithms_only(runs):
+    from analysis.report import _seed_panels
+
+    df, _ = load_runs(runs)
+    from analysis.report import _setting_labels
+
+    panels = _seed_panels(df, _setting_labels(final_scores(df)), ["a", "b", "c"], "norm_score")
+    assert sorted(panels) == ["hopper", "maze"]
+    hop = {p["name"]: p for p in panels["hopper"]}
+    assert sorted(hop) == ["a", "b"]  # c is offline (no env steps)
+    assert sorted(hop["a"]["seeds"]) == [0, 1, 2, 3]  # the run in progress (seed 99) is left out
+    x, y = hop["b"]["seeds"][2]
+    np.testing.assert_array_equal(x, np.arange(1, EVALS + 1) * 1000)  # in step order
+    final_b2 = pd.read_csv(runs / "b" / "hopper" / "d10" / "s2" / "metrics.csv")["norm_score"].max()
+    np.testing.assert_allclose(y, final_b2 * np.arange(1, EVALS + 1) / EVALS)
+
+
 def test_final_scores_last_k(runs):
     df, _ = load_runs(runs)
     last = final_scores(df, last_k=1)
@@ -127,7 +144,8 @@ def test_report_numbers_tables_and_figures(runs, tmp_path):
         assert not re.search(r"(?<!\\)[_%]", tex), tex  # caption and cells escaped
     for name in ("aggregates", "aggregates_by_demos", "performance_profiles",
                  "probability_of_improvement", "sample_efficiency_hopper",
-                 "sample_efficiency_maze", "score_vs_demos"):
+                 "sample_efficiency_maze", "seed_curves_hopper", "seed_curves_maze",
+                 "score_vs_demos"):
         for ext in ("png", "pdf"):
             f = out / "figures" / f"{name}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
