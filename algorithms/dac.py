@@ -29,7 +29,8 @@ episode had steps), ``updates_per_step`` sets the update-to-data ratio, state ob
 standardised with the demos' mean and std (``normalize_obs``), and the cpu preset uses smaller
 networks and SAC (the paper notes that any off-policy learner fits; the ``cpu-td3`` preset
 keeps TD3), and ``task_total_steps`` / ``task_eval_every`` give slow environments smaller
-budgets. Optional and off by default (not in the paper): n-step critic targets (``n_step``), a
+budgets. Optional and off by default (not in the paper): demo transitions in the agent's
+batches (``demo_ratio``, DDPGfD / SQIL style), n-step critic targets (``n_step``), a
 state-only discriminator (``disc_input="s"``), BC initialisation of the actor
 (``bc_init_steps``) and a BC term in the actor loss (``bc_weight``). Demo subsampling
 (``subsample``; the reference kept every 20th step of 1000-step episodes) is off by default:
@@ -104,6 +105,11 @@ class Config(BaseConfig):
     # bootstraps from the state after the last of them (uncorrected for the policy change, as in
     # Rainbow, D4PG and DrQ-v2).
     n_step: int = 1
+    # Demo transitions in the agent's batches (not in the paper; 0 = off; DDPGfD / SQIL style):
+    # this fraction of every critic and actor batch comes from the demos, rewarded by the
+    # discriminator like replay rows, so the critic learns the value of the expert's states,
+    # which a young policy seldom reaches. The discriminator's negatives stay replay rows only.
+    demo_ratio: float = 0.0
     replay_size: int = 1_000_000
     # SAC only.
     sac_init_alpha: float = 0.1
@@ -159,6 +165,8 @@ class Config(BaseConfig):
                 raise UserError(f"dac: {name} must be >= 0, got {getattr(self, name)!r}")
         parse_task_values(self.task_total_steps, "task_total_steps", "dac")
         parse_task_values(self.task_eval_every, "task_eval_every", "dac")
+        if not 0 <= self.demo_ratio < 1:
+            raise UserError(f"dac: demo_ratio must be in [0, 1), got {self.demo_ratio!r}")
         if not self.updates_per_step > 0:
             raise UserError(f"dac: updates_per_step must be positive, got {self.updates_per_step!r}")
         if not 0 < self.tau <= 1:
@@ -533,8 +541,9 @@ class DAC:
     def _disc_x(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return torch.cat([feat, action], dim=-1) if self.cfg.disc_input == "sa" else feat
 
-    def update(self, batch: dict, expert: dict | None) -> None:
-        """One agent update (and a discriminator update when ``expert`` is given)."""
+    def update(self, batch: dict, expert: dict | None, n_policy: int | None = None) -> None:
+        """One agent update (and a discriminator update when ``expert`` is given). Only the
+        first ``n_policy`` rows of ``batch`` (all by default) are the discriminator's negatives."""
         cfg = self.cfg
         b = self._to_t(batch)
         obs, nobs = b["obs"], b["next_obs"]
@@ -553,8 +562,9 @@ class DAC:
                 efeat = self.critic.features(eobs, e["absorbing"])
             expert_x = self._disc_x(efeat, e["action"])
             bc = (efeat, e["action"], 1.0 - e["absorbing"])
-            bce, acc = bce_loss(self.disc, expert_x, policy_x, expert_weight=e["weight"])
-            gp = gradient_penalty(self.disc, expert_x, policy_x)
+            neg = policy_x[:n_policy]
+            bce, acc = bce_loss(self.disc, expert_x, neg, expert_weight=e["weight"])
+            gp = gradient_penalty(self.disc, expert_x, neg)
             loss = bce + cfg.gp_weight * gp
             self.disc_opt.zero_grad()
             loss.backward()
@@ -685,6 +695,22 @@ def sample_batch(replay: ReplayBuffer, rng: np.random.Generator, batch_size: int
     return batch
 
 
+def with_demo_rows(batch: dict, demo_rows: dict, idx: np.ndarray) -> dict:
+    """``batch`` followed by the demo transitions ``idx`` (one-step rows: an n-step window of
+    a demo row has no further valid step; its ``last`` flag is 1)."""
+    n = len(idx)
+    out = {}
+    for k, v in batch.items():
+        if k in demo_rows:
+            extra = demo_rows[k][idx]
+        elif k == "last":
+            extra = np.ones(n, v.dtype)
+        else:  # seq_*: zeros, seq_valid 0
+            extra = np.zeros((n, *v.shape[1:]), v.dtype)
+        out[k] = np.concatenate([v, extra.astype(v.dtype, copy=False)])
+    return out
+
+
 def _obs_stats(demos, obs_key: str, cfg: Config):
     if obs_key != "state" or not cfg.normalize_obs:
         return None, None
@@ -704,8 +730,13 @@ def train(run, cfg: Config) -> None:
     # Expert transitions (their subsampling offsets come from the run's generator).
     expert = expert_transitions(run.demos, run.obs_key, cfg.absorbing, cfg.subsample, run.rng)
     expert["obs"] = expert["obs"].astype(obs_dtype)
+    expert["next_obs"] = expert["next_obs"].astype(obs_dtype)
+    demo_rows = {k: expert[k] for k in ("obs", "action", "next_obs", "done", "absorbing",
+                                        "next_absorbing")}
     expert = {k: expert[k] for k in ("obs", "action", "absorbing", "weight")}
     n_expert = len(expert["action"])
+    n_demo_rows = int(round(cfg.demo_ratio * cfg.batch_size))
+    n_policy = cfg.batch_size - n_demo_rows
 
     fields = {"obs": (obs_shape, obs_dtype), "action": ((act_dim,), np.float32),
               "next_obs": (obs_shape, obs_dtype), "done": ((), np.float32),
@@ -767,12 +798,15 @@ def train(run, cfg: Config) -> None:
                     credit += cfg.updates_per_step
                     while credit >= 1.0:
                         credit -= 1.0
-                        batch = sample_batch(replay, rng, cfg.batch_size, cfg.n_step)
+                        batch = sample_batch(replay, rng, n_policy, cfg.n_step)
+                        if n_demo_rows:
+                            batch = with_demo_rows(batch, demo_rows,
+                                                   rng.integers(0, n_expert, size=n_demo_rows))
                         ebatch = None
                         if agent.updates % cfg.disc_every == 0:
                             ebatch = {k: v[rng.integers(0, n_expert, size=cfg.batch_size)]
                                       for k, v in expert.items()}
-                        agent.update(batch, ebatch)
+                        agent.update(batch, ebatch, n_policy)
             episodes += 1
             if env_steps >= next_eval or env_steps >= total_steps:
                 while next_eval <= env_steps:

@@ -225,7 +225,7 @@ class _FixedRng:
 
 @pytest.mark.parametrize("key,value", [("agent", "ppo"), ("reward_form", "exp"), ("batch_size", 0),
                                        ("updates_per_step", 0), ("tau", 1.5), ("n_step", 0),
-                                       ("disc_input", "sas")])
+                                       ("disc_input", "sas"), ("demo_ratio", 1.0)])
 def test_bad_config_names_the_value(key, value):
     with pytest.raises(UserError, match=key):
         build_config(dac.Config, dac.PRESETS, None, {key: value}, "dac")
@@ -344,3 +344,43 @@ def test_state_only_discriminator_and_bc_term_in_a_run(demo_root, tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["algo_state"]
     first = state["agent"]["disc"]["net.0.weight"]
     assert first.shape[1] == 6 + 1  # the 6-d state and the absorbing flag, no action
+
+
+def test_demo_rows_join_the_batch_but_not_the_discriminator_negatives():
+    rng = np.random.default_rng(1)
+
+    def rows(n, seq=False):
+        b = {"obs": rng.normal(size=(n, 3)).astype(np.float32),
+             "action": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+             "next_obs": rng.normal(size=(n, 3)).astype(np.float32),
+             "done": np.zeros(n, np.float32), "absorbing": np.zeros(n, np.float32),
+             "next_absorbing": np.zeros(n, np.float32)}
+        if seq:
+            b["last"] = np.zeros(n, np.float32)
+            b["seq_valid"] = np.ones((n, 2), np.float32)
+        return b
+
+    head, demos = rows(8, seq=True), rows(5)
+    mixed = dac.with_demo_rows(head, demos, np.array([4, 0, 2]))
+    assert len(mixed["obs"]) == 11
+    np.testing.assert_array_equal(mixed["obs"][8:], demos["obs"][[4, 0, 2]])
+    np.testing.assert_array_equal(mixed["last"][8:], 1.0)
+    np.testing.assert_array_equal(mixed["seq_valid"][8:], 0.0)  # one-step rows
+    np.testing.assert_array_equal(mixed["seq_valid"][:8], 1.0)
+
+    # The discriminator's update sees only the first n_policy rows: the same update with
+    # different tails leaves it with the same weights.
+    expert = {"obs": rng.normal(size=(8, 3)).astype(np.float32),
+              "action": rng.uniform(-1, 1, (8, 2)).astype(np.float32),
+              "absorbing": np.zeros(8, np.float32), "weight": np.ones(8, np.float32)}
+    plain = {k: v for k, v in head.items() if not k.startswith("seq_") and k != "last"}
+    tails = [dac.with_demo_rows(plain, demos, np.array([0, 1, 2])),
+             dac.with_demo_rows(plain, demos, np.array([3, 4, 4]))]
+    weights = []
+    for batch in tails:
+        torch.manual_seed(0)
+        cfg = build_config(dac.Config, dac.PRESETS, "smoke", {"demo_ratio": 0.25}, "dac")
+        agent = dac.DAC((3,), 2, cfg, torch.device("cpu"))
+        agent.update(batch, expert, n_policy=8)
+        weights.append(torch.cat([p.detach().flatten() for p in agent.disc.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
