@@ -27,8 +27,8 @@ clipped at norm 40, the actor loss skipping absorbing states, critic/actor/discr
 after every environment step (the reference updates after each episode, as many times as the
 episode had steps), ``updates_per_step`` sets the update-to-data ratio, state observations are
 standardised with the demos' mean and std (``normalize_obs``), and the cpu preset uses smaller
-networks and SAC (the paper notes that any off-policy learner fits; the ``cpu-td3`` preset
-keeps TD3), and ``task_total_steps`` / ``task_eval_every`` give slow environments smaller
+networks, SAC (the paper notes that any off-policy learner fits) and demo rows in the agent's
+batches (``cpu-paper`` keeps TD3 without them), and ``task_total_steps`` / ``task_eval_every`` give slow environments smaller
 budgets. Optional and off by default (not in the paper): demo transitions in the agent's
 batches (``demo_ratio``, DDPGfD / SQIL style), n-step critic targets (``n_step``), a
 state-only discriminator (``disc_input="s"``), BC initialisation of the actor
@@ -176,19 +176,25 @@ class Config(BaseConfig):
 
 
 PRESETS = {
-    # Default CPU sweep (pointmaze-umaze, fetch-push from states; one core, <= 75 s a run):
-    # small networks and budgets measured to fit. SAC rather than TD3 here: on this budget
+    # Default CPU sweep (pointmaze-umaze, fetch-push from states; one core, about a minute a
+    # run): small networks and budgets measured to fit. SAC rather than TD3 here: on this budget
     # (12k steps on PointMaze, seeds 1 and 2) TD3's evaluations swung between 0.1 and 0.9 from
-    # one evaluation to the next, SAC's rose steadily to 0.76-0.89; "cpu-td3" keeps TD3.
+    # one evaluation to the next, SAC's rose steadily to 0.76-0.89. A quarter of every agent batch
+    # are demo transitions (``demo_ratio``) and learning starts after 500 steps: without them
+    # the critic never learns the value of the expert's states in ~7k steps (its Q was about
+    # -20 on expert and policy trajectories alike where the discounted discriminator return was
+    # +36..+250 vs -15..-85), and fetch-push collapsed to a policy that stands still (final
+    # norm_score 0.17 / 0.03 / 0.14 at 7.5k steps; with them 0.84 / 0.47 / 0.51 at 12.5k).
+    # "cpu-paper" is the same budget with the paper's DAC: TD3, no demo rows, 1000 random steps.
     "cpu": {"agent": "sac", "total_steps": 12_000, "eval_every": 3_000,
-            "task_total_steps": ("fetch-push=7500",), "task_eval_every": ("fetch-push=2500",),
+            "task_total_steps": ("fetch-push=12500",), "task_eval_every": ("fetch-push=2500",),
             "actor_hidden": (64, 64), "critic_hidden": (64, 64), "disc_hidden": (64, 64),
-            "batch_size": 128},
-    # The same with the paper's agent, TD3.
-    "cpu-td3": {"agent": "td3", "total_steps": 12_000, "eval_every": 3_000,
-                "task_total_steps": ("fetch-push=7500",), "task_eval_every": ("fetch-push=2500",),
-                "actor_hidden": (64, 64), "critic_hidden": (64, 64), "disc_hidden": (64, 64),
-                "batch_size": 128},
+            "batch_size": 128, "demo_ratio": 0.25, "random_steps": 500, "learning_starts": 500,
+            "actor_delay": 250},
+    "cpu-paper": {"agent": "td3", "total_steps": 12_000, "eval_every": 3_000,
+                  "task_total_steps": ("fetch-push=12500",), "task_eval_every": ("fetch-push=2500",),
+                  "actor_hidden": (64, 64), "critic_hidden": (64, 64), "disc_hidden": (64, 64),
+                  "batch_size": 128},
     # A few seconds, for tests.
     "smoke": {"total_steps": 600, "eval_every": 300, "eval_episodes": 2, "random_steps": 50,
               "learning_starts": 50, "actor_delay": 10, "batch_size": 16, "actor_hidden": (32,),
