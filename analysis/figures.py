@@ -132,6 +132,10 @@ def sample_efficiency(title: str, panels: Sequence[dict], colors: dict, ylabel: 
     return save(fig, base)
 
 
+_SEED_STYLES = ("-", "--", ":", "-.")
+_SEED_MARKERS = ("o", "s", "^", "v", "D", "P", "X")
+
+
 def seed_curves(title: str, panels: Sequence[dict], colors: dict, ylabel: str,
                 base: Path) -> list[Path]:
     """Every seed's own learning curve, one panel per (algorithm, demo count), each on its own
@@ -144,8 +148,11 @@ def seed_curves(title: str, panels: Sequence[dict], colors: dict, ylabel: str,
     for ax, panel in zip(axes, panels):
         color = colors[panel["name"]]
         runs = panel["seeds"]
-        for seed, (x, y) in sorted(runs.items()):
-            ax.plot(x, y, color=color, alpha=0.45, linewidth=1.2, marker="o", markersize=2.5,
+        # One colour per algorithm; seeds told apart by line style and marker.
+        for i, (seed, (x, y)) in enumerate(sorted(runs.items())):
+            ax.plot(x, y, color=color, alpha=0.5, linewidth=1.2,
+                    linestyle=_SEED_STYLES[i % len(_SEED_STYLES)],
+                    marker=_SEED_MARKERS[i % len(_SEED_MARKERS)], markersize=3.5,
                     label=f"seed {seed}")
         k = min(len(y) for _, y in runs.values())
         x0 = np.median(np.stack([np.asarray(x[:k], float) for x, _ in runs.values()]), axis=0)
