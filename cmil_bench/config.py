@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import json
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,20 @@ def field_names(cfg_cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cfg_cls)]
 
 
+def _list_parts(raw: str) -> list:
+    """The items of a list written on the command line: JSON (``["a=1", "b"]``, what the
+    Snakefile passes) or bare and comma-separated (``64,64`` or ``(64, 64)``)."""
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            val = json.loads(text)
+        except ValueError:
+            val = None
+        if isinstance(val, list):
+            return val
+    return [p.strip().strip("'\"") for p in text.strip("()[] ").split(",") if p.strip()]
+
+
 def _coerce(name: str, raw: Any, typ: Any) -> Any:
     """Turn ``raw`` (a string from the command line, or a YAML value) into ``typ``."""
     origin = typing.get_origin(typ)
@@ -54,7 +69,7 @@ def _coerce(name: str, raw: Any, typ: Any) -> Any:
     if origin in (tuple, list):
         (inner, *rest) = typing.get_args(typ) or (str,)
         if isinstance(raw, str):
-            parts = [p for p in raw.strip("()[] ").split(",") if p.strip()]
+            parts = _list_parts(raw)
         elif isinstance(raw, (list, tuple)):
             parts = list(raw)
         else:

@@ -41,3 +41,33 @@ def test_per_task_entry_between_preset_and_overrides():
 def test_per_task_entry_keys_are_checked():
     with pytest.raises(UserError, match="nope.*preset 'cpu' for task 'bad'"):
         build_config(_Cfg, PRESETS, "cpu", None, "t", task=_task("bad", "bad"))
+
+
+@dataclass
+class _ListCfg(BaseConfig):
+    budgets: tuple[str, ...] = ()
+    hidden: tuple[int, ...] = (8,)
+
+
+@pytest.mark.parametrize("raw, want", [
+    ('["fetch-push=50000", "maze=3"]', ("fetch-push=50000", "maze=3")),  # JSON, as the Snakefile writes
+    ("fetch-push=50000", ("fetch-push=50000",)),
+    ("fetch-push=50000,maze=3", ("fetch-push=50000", "maze=3")),
+    ("['a', 'b']", ("a", "b")),
+])
+def test_list_values_from_the_command_line_lose_their_quotes(raw, want):
+    assert build_config(_ListCfg, {}, None, {"budgets": raw}, "t").budgets == want
+
+
+@pytest.mark.parametrize("raw, want", [("[64, 64]", (64, 64)), ("(32,16)", (32, 16)), ("5", (5,))])
+def test_int_lists_from_the_command_line(raw, want):
+    assert build_config(_ListCfg, {}, None, {"hidden": raw}, "t").hidden == want
+
+
+def test_snakefile_list_settings_reach_the_config():
+    """A variant's list value goes through the Snakefile's --set formatting unchanged."""
+    import json
+    from algorithms.dac import Config, task_budget
+    raw = json.dumps(["fetch-push=50000"])  # Snakefile's _fmt for a list
+    cfg = build_config(Config, {}, None, {"task_total_steps": raw}, "dac")
+    assert task_budget(cfg, _task("fetch-push", "fetch-push"))[0] == 50000
