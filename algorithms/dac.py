@@ -217,11 +217,26 @@ def parse_task_values(entries, key: str, algo: str) -> dict[str, int]:
     return out
 
 
+def _check_task_names(table: dict) -> None:
+    """A per-task entry that names no registered task or family is a typo, not a no-op."""
+    if not table:
+        return
+    from envs.registry import get_task, list_tasks
+
+    names = set(list_tasks())
+    known = names | {get_task(t).family for t in names}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise UserError(f"per-task budget for unknown task or family {', '.join(map(repr, unknown))}; "
+                        f"known: {', '.join(sorted(k for k in known if k))}")
+
+
 def task_budget(cfg, task) -> tuple[int, int]:
     """(total_steps, eval_every) for ``task`` (a TaskSpec): the per-task entries that name the
     task or its family, else the config's own values."""
     def pick(entries, default):
         table = parse_task_values(entries, "task budget", "")
+        _check_task_names(table)
         for key in (task.name, getattr(task, "family", "")):
             if key and key in table:
                 return table[key]

@@ -310,6 +310,9 @@ def test_task_budgets_override_by_name_or_family():
     assert dac.task_budget(cfg, get_task("fetch-push-pixels")) == (300, 100)  # by family
     assert dac.task_budget(cfg, get_task("pointmaze-umaze-pixels")) == (700, 1000)
     assert dac.task_budget(cfg, get_task("pointmaze-umaze")) == (5000, 1000)
+    typo = build_config(dac.Config, dac.PRESETS, None, {"task_total_steps": "fetch-pus=300"}, "dac")
+    with pytest.raises(UserError, match="unknown task or family 'fetch-pus'"):
+        dac.task_budget(typo, get_task("fetch-push"))
     for bad in ("fetch-push", "fetch-push=0", "=10", "fetch-push=x"):
         with pytest.raises(UserError, match="task_total_steps"):
             build_config(dac.Config, dac.PRESETS, None, {"task_total_steps": bad}, "dac")
