@@ -10,8 +10,8 @@ family (the family's entry first, then the task's), for settings that differ bet
 from __future__ import annotations
 
 import dataclasses
-import types
 import json
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any
