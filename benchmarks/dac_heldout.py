@@ -24,7 +24,10 @@ from cmil_bench.run import play_episodes
 from envs.registry import get_task, make_env
 
 
-def heldout_scores(run_dir: Path, episodes: int, seed_base: int, batch: int = 20) -> dict:
+def heldout_scores(run_dir: Path, episodes: int, seed_base: int, batch: int = 20,
+                   policy: str = "eval") -> dict:
+    """``policy``: "eval" (what the run's evaluations used: the actor, or its moving average
+    with ``eval_ema_tau``) or "actor" (the live actor)."""
     meta = json.loads((run_dir / "config.json").read_text())
     if meta["algo"] != "dac":
         raise UserError(f"{run_dir}: a {meta['algo']!r} run; this script reads DAC runs only")
@@ -38,7 +41,7 @@ def heldout_scores(run_dir: Path, episodes: int, seed_base: int, batch: int = 20
     rets, wins = [], []
     for start in range(0, episodes, len(envs)):
         seeds = [seed_base + start + j for j in range(min(len(envs), episodes - start))]
-        r, infos = play_episodes(envs[: len(seeds)], seeds, agent.act)
+        r, infos = play_episodes(envs[: len(seeds)], seeds, agent.act_eval if policy == "eval" else agent.act)
         rets += r
         wins += [task.episode_success(i) for i in infos]
     for e in envs:
@@ -54,11 +57,14 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--seed-base", type=int, default=2_000_000)
+    ap.add_argument("--policy", choices=("eval", "actor"), default="eval",
+                    help="eval: the policy the run evaluated (its actor, or the actor's moving "
+                    "average with eval_ema_tau); actor: the live actor")
     args = ap.parse_args()
     print("| run | episodes | norm_score | standard error | success |")
     print("|---|---|---|---|---|")
     for d in args.runs:
-        s = heldout_scores(d, args.episodes, args.seed_base)
+        s = heldout_scores(d, args.episodes, args.seed_base, policy=args.policy)
         print(f"| {s['run']} | {s['episodes']} | {s['norm_score']:.3f} | {s['se']:.3f} | {s['success']:.2f} |")
 
 

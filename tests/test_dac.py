@@ -225,7 +225,8 @@ class _FixedRng:
 
 @pytest.mark.parametrize("key,value", [("agent", "ppo"), ("reward_form", "exp"), ("batch_size", 0),
                                        ("updates_per_step", 0), ("tau", 1.5), ("n_step", 0),
-                                       ("disc_input", "sas"), ("demo_ratio", 1.0)])
+                                       ("disc_input", "sas"), ("demo_ratio", 1.0),
+                                       ("eval_ema_tau", 1.5)])
 def test_bad_config_names_the_value(key, value):
     with pytest.raises(UserError, match=key):
         build_config(dac.Config, dac.PRESETS, None, {key: value}, "dac")
@@ -387,3 +388,39 @@ def test_demo_rows_join_the_batch_but_not_the_discriminator_negatives():
         agent.update(batch, expert, n_policy=8)
         weights.append(torch.cat([p.detach().flatten() for p in agent.disc.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+
+
+def test_evaluation_policy_is_the_moving_average_of_the_actor():
+    rng = np.random.default_rng(2)
+    n = 16
+    batch = {"obs": rng.normal(size=(n, 3)).astype(np.float32),
+             "action": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+             "next_obs": rng.normal(size=(n, 3)).astype(np.float32),
+             "done": np.zeros(n, np.float32), "absorbing": np.zeros(n, np.float32),
+             "next_absorbing": np.zeros(n, np.float32)}
+    obs = rng.normal(size=(5, 3)).astype(np.float32)
+    tau = 0.3
+    torch.manual_seed(0)
+    cfg = build_config(dac.Config, dac.PRESETS, "smoke",
+                       {"agent": "sac", "eval_ema_tau": tau, "policy_delay": 1, "actor_delay": 0,
+                        "actor_lr": 1e-2}, "dac")
+    agent = dac.DAC((3,), 2, cfg, torch.device("cpu"))
+
+    def flat(module):
+        return torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
+
+    expected = flat(agent.actor)
+    np.testing.assert_allclose(agent.act_eval(obs), agent.act(obs))  # the same start
+    for _ in range(4):
+        agent.update(batch, expert=None)
+        expected = (1 - tau) * expected + tau * flat(agent.actor)
+    assert agent.actor_updates == 4
+    torch.testing.assert_close(flat(agent._actor_ema.module), expected)
+    assert not np.allclose(agent.act_eval(obs), agent.act(obs))  # it lags the live actor
+    # The checkpoint carries it: a fresh agent loaded from the state acts the same.
+    other = dac.DAC((3,), 2, cfg, torch.device("cpu"))
+    other.load_state_dict(agent.state_dict())
+    np.testing.assert_array_equal(other.act_eval(obs), agent.act_eval(obs))
+    # Off (0): evaluation uses the live actor.
+    off = dac.DAC((3,), 2, build_config(dac.Config, dac.PRESETS, "smoke", {}, "dac"), torch.device("cpu"))
+    np.testing.assert_array_equal(off.act_eval(obs), off.act(obs))

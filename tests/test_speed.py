@@ -74,6 +74,13 @@ def test_dac_heldout_reproduces_the_runs_own_final_evaluation(demo_root, tmp_pat
     same = mod.heldout_scores(out, episodes=n, seed_base=1_000_000)
     assert same["episodes"] == n
     assert same["norm_score"] == pytest.approx(final["norm_score"], abs=1e-9)
+    # With a moving-average evaluation policy, "eval" (the default) is what the run evaluated.
+    ema = tmp_path / "ema"
+    execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=ema, preset="smoke",
+            overrides={"agent": "sac", "eval_ema_tau": "0.01"}, show_progress=False)
+    final_ema = pd.read_csv(ema / "metrics.csv").iloc[-1]["norm_score"]
+    assert mod.heldout_scores(ema, episodes=n, seed_base=1_000_000)["norm_score"] == pytest.approx(
+        final_ema, abs=1e-9)
     other = mod.heldout_scores(out, episodes=3, seed_base=2_000_000)
     assert other["episodes"] == 3 and 0.0 <= other["success"] <= 1.0
     with pytest.raises(UserError, match="DAC runs only"):
