@@ -1,5 +1,6 @@
 """Algorithms. Each module exposes ``Config`` (one dataclass with every hyperparameter),
-``PRESETS`` (named overrides, e.g. ``cpu``) and ``train(run, cfg)``; see cmil_bench.run."""
+``PRESETS`` (named overrides, e.g. ``cpu``), ``train(run, cfg)`` and ``eval_policy(...)``
+(the evaluation policy rebuilt from a checkpoint); see cmil_bench.run."""
 
 from __future__ import annotations
 

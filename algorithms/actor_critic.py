@@ -517,3 +517,11 @@ def raise_seq_len(seq_len: int, longest: int):
 
     raise UserError(f"seq_len={seq_len} is longer than every demo episode (longest has {longest} "
                     f"rows); set seq_len <= {longest}")
+
+
+def eval_policy(state: dict, cfg, obs_shape, act_dim: int, task, device, which: str = "eval"):
+    """The evaluation policy (actor mean on the filtered latent state) of a checkpoint's
+    ``state`` (a ``LatentTrainer.state_dict``); see ``cmil_bench.evaluate``."""
+    agent = LatentAgent(obs_shape, act_dim, cfg).to(device)
+    agent.load_state_dict(state["agent"]["modules"])
+    return agent.policy("eval", episode_len=task.max_episode_steps)

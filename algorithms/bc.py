@@ -137,3 +137,11 @@ def train(run, cfg: Config) -> None:
                 policy.train()
                 bar.set_postfix(score=f"{row['norm_score']:.2f}")
                 run.checkpoint({"policy": policy.state_dict(), "opt": opt.state_dict(), "step": step})
+
+
+def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, task, device, which: str = "eval"):
+    """The evaluation policy of a checkpoint's ``state`` (see ``cmil_bench.evaluate``)."""
+    policy = Policy(obs_shape, act_dim, cfg).to(device)
+    policy.load_state_dict(state["policy"])
+    policy.eval()
+    return policy.act

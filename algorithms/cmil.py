@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from algorithms.actor_critic import LatentTrainer
+from algorithms.actor_critic import LatentTrainer, eval_policy  # noqa: F401  (the harness API)
 from cmil_bench.config import BaseConfig
 from cmil_bench.errors import UserError
 

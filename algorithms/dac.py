@@ -863,3 +863,15 @@ def train(run, cfg: Config) -> None:
                     next_eval += eval_every
                 evaluate_and_checkpoint()
     env.close()
+
+
+# Policies ``eval_policy`` can rebuild: the one the run's evaluations used (the actor, or its
+# moving average with ``eval_ema_tau``) and the live training actor.
+EVAL_POLICIES = ("eval", "live")
+
+
+def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, task, device, which: str = "eval"):
+    """A checkpoint's evaluation policy (``which="eval"``) or its live actor (``"live"``)."""
+    agent = DAC(obs_shape, act_dim, cfg, device)
+    agent.load_state_dict(state["agent"])
+    return agent.act_eval if which == "eval" else agent.act

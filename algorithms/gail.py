@@ -251,6 +251,36 @@ class ActorCritic(nn.Module):
         return self.v(feat).squeeze(-1)
 
 
+class MeanPolicy:
+    """The deterministic policy (the Gaussian's mean, clipped to [-1, 1]) on observations
+    standardised with ``obs_rms`` (a live ``RunningMeanStd``; None = raw observations)."""
+
+    def __init__(self, ac: ActorCritic, obs_rms: RunningMeanStd | None, clip: float, device):
+        self.ac, self.obs_rms, self.clip, self.device = ac, obs_rms, clip, device
+
+    def normalize(self, o: np.ndarray) -> np.ndarray:
+        if self.obs_rms is None:
+            return o
+        x = (o - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8)
+        return np.clip(x, -self.clip, self.clip).astype(np.float32)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        o = torch.as_tensor(np.ascontiguousarray(self.normalize(obs)), device=self.device)
+        return self.ac.pi(self.ac.features(o)).clamp(-1, 1).cpu().numpy()
+
+
+def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, task, device, which: str = "eval"):
+    """The evaluation policy of a checkpoint's ``state`` (see ``cmil_bench.evaluate``)."""
+    ac = ActorCritic(obs_shape, act_dim, cfg).to(device)
+    ac.load_state_dict(state["ac"])
+    rms = None
+    if cfg.obs_norm != "none" and len(obs_shape) != 3:
+        rms = RunningMeanStd(obs_shape)
+        rms.load_state_dict(state["obs_rms"])
+    return MeanPolicy(ac, rms, cfg.obs_clip, device)
+
+
 def expert_arrays(demos, obs_key: str, subsample: int, rng: np.random.Generator):
     obs, act = [], []
     for tr in demos:
@@ -308,11 +338,8 @@ def train(run, cfg: Config) -> None:
         if it >= iters_total and run.rows:
             return
 
-    def normalize(o: np.ndarray) -> np.ndarray:
-        if not use_norm:
-            return o
-        x = (o - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8)
-        return np.clip(x, -cfg.obs_clip, cfg.obs_clip).astype(np.float32)
+    mean_policy = MeanPolicy(ac, obs_rms if use_norm else None, cfg.obs_clip, dev)
+    normalize = mean_policy.normalize
 
     def to_t(x) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(x), device=dev)
@@ -321,10 +348,6 @@ def train(run, cfg: Config) -> None:
         if pixels and augment and cfg.augment:
             obs_t = random_shift(obs_t, cfg.shift_pad)
         return ac.features(obs_t)
-
-    @torch.no_grad()
-    def policy_mean(obs: np.ndarray) -> np.ndarray:
-        return ac.pi(ac.features(to_t(normalize(obs)))).clamp(-1, 1).cpu().numpy()
 
     rng = run.rng
 
@@ -467,7 +490,7 @@ def train(run, cfg: Config) -> None:
                 while next_eval <= env_steps:
                     next_eval += eval_every
                 run.check_finite({k: stats[k] for k in ("disc_loss", "pg_loss", "v_loss")}, grad_steps)
-                run.evaluate(policy_mean, env_steps, grad_steps,
+                run.evaluate(mean_policy, env_steps, grad_steps,
                              extra={"disc_steps": disc_steps, "iterations": it, **stats})
                 run.checkpoint({
                     "ac": ac.state_dict(), "disc": disc.state_dict(), "opt": opt.state_dict(),

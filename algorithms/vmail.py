@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from algorithms import cmil
-from algorithms.actor_critic import LatentTrainer
+from algorithms.actor_critic import LatentTrainer, eval_policy  # noqa: F401  (the harness API)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The ``cmil-bench`` command line: demos, run, report, list."""
+"""The ``cmil-bench`` command line: demos, run, evaluate, report, list."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ EPILOG = """examples:
   cmil-bench demos --task pointmaze-umaze --episodes 50 --root results/datasets
   cmil-bench demos --inspect minari:cmil-bench/pointmaze-umaze/expert-v0
   cmil-bench run --algo bc --task pointmaze-umaze --demos 10 --seed 0 --out results/runs/x
+  cmil-bench evaluate results/runs/dac/fetch-push/d10/s0 --episodes 200
   cmil-bench report --runs results/runs --out results/report
 """
 
@@ -57,6 +58,26 @@ def _add_run(sub) -> None:
                    help="progress bar (auto: only on a terminal)")
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score runs' last checkpoints again on more (held-out) episodes",
+        description="Rebuild each run's evaluation policy from OUT/checkpoint.pt and score it on "
+                    "--episodes episodes reset with seeds --seed-base + i (by default held out: "
+                    "runs evaluate on seeds 1000000 + i), with the run's own norm_score "
+                    "references. Prints a Markdown table; --csv also writes the rows. Writes "
+                    "nothing into the run folders.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (with checkpoint.pt)")
+    p.add_argument("--episodes", type=int, default=200, help="episodes per run (default 200)")
+    p.add_argument("--seed-base", type=int, default=2_000_000,
+                   help="reset seed of the first episode (default 2000000; 1000000 with the run's "
+                        "episode count reproduces its last evaluation)")
+    p.add_argument("--policy", default="eval",
+                   help="eval (what the run's evaluations scored) or, for DAC, live (its training "
+                        "actor rather than the moving average)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--csv", help="also write the rows to this CSV file")
+
+
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="rliable aggregates, tables and figures from finished runs",
                        description="Collect every finished run under --runs and write tables "
@@ -72,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demos(sub)
     _add_run(sub)
+    _add_evaluate(sub)
     _add_report(sub)
     sub.add_parser("list", help="list tasks and algorithms",
                    description="List the registered tasks (with mode and env id) and algorithms.")
@@ -109,6 +131,20 @@ def _cmd_run(args) -> int:
                    demo_source=args.demo_source, variant=args.variant, force=args.force,
                    show_progress=show)
     print(path)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import pandas as pd
+
+    from cmil_bench.evaluate import evaluate_checkpoint, markdown_table
+    from cmil_bench.run import atomic_write_text
+
+    results = [evaluate_checkpoint(r, episodes=args.episodes, seed_base=args.seed_base,
+                                   which=args.policy, device=args.device) for r in args.runs]
+    print(markdown_table(results))
+    if args.csv:
+        atomic_write_text(args.csv, pd.DataFrame(results).to_csv(index=False))
     return 0
 
 
@@ -165,12 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     gl_chosen = "MUJOCO_GL" in os.environ
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
-        if args.command in ("demos", "run", "list"):
+        if args.command in ("demos", "run", "evaluate", "list"):
             check_mujoco_gl(chosen_by_user=gl_chosen)
         if args.command == "demos":
             return _cmd_demos(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
         if args.command == "report":
             from analysis.report import run_from_args
             return run_from_args(args) or 0

@@ -14,6 +14,10 @@ module exposes ``Config`` (a dataclass extending ``BaseConfig``), ``PRESETS`` an
   * on start calls ``run.restore()``, which returns that state (or None on a fresh start),
   * checks its losses with ``run.check_finite({...}, step)``.
 
+It also exposes ``eval_policy(state, cfg, obs_shape, act_dim, task, device, which)``, which
+rebuilds from a checkpoint's ``state`` the policy its evaluations used (``cmil_bench.evaluate``
+scores it again), and optionally ``EVAL_POLICIES``, the names ``which`` accepts.
+
 Files in the run folder:
   ``config.json``     resolved config, versions, git revision, demo source and episode ids
   ``progress.csv``    evaluation rows so far (a run in progress has only this)
