@@ -1,12 +1,15 @@
-"""The scripts in benchmarks/: speed.py (rates from finished runs, raw env rate)."""
+"""The scripts in benchmarks/: speed.py (rates from finished runs, raw env rate) and
+disc_generalisation.py (a DAC run's discriminator on its own, held-out and replayed pairs)."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +58,54 @@ def test_run_rates_use_the_last_evaluation_and_average_seeds(speed, tmp_path):
 def test_raw_rate_steps_a_real_task(speed):
     rate = speed.raw_rate("pointmaze-umaze", steps=300)
     assert 10 < rate < 1e7
+
+
+# ------------------------------------------------------------ disc_generalisation.py
+
+
+@pytest.fixture(scope="module")
+def discgen():
+    spec = importlib.util.spec_from_file_location("bench_discgen", ROOT / "benchmarks" / "disc_generalisation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_disc_generalisation_splits_demos_and_scores_replay(discgen, demo_root, tmp_path):
+    from cmil_bench.errors import UserError
+    from cmil_bench.run import execute
+
+    run = tmp_path / "dac"
+    execute(algo="dac", task="pointmaze-umaze", n_demos=2, seed=0, out=run, preset="smoke",
+            show_progress=False)
+    r = discgen.disc_logits(run, last=100)
+    # The demo source holds 3 episodes: the run used 2, the third is held out.
+    assert (r["n_own"], r["n_heldout"], r["replay_rows"]) == (2, 1, 100)
+    for k in ("own", "heldout", "replay"):
+        assert np.isfinite(r[f"{k}_logit"]) and 0.0 <= r[f"{k}_expert_frac"] <= 1.0
+    # "own" is what the run trained on: the demos that run.py's subsample picked for this seed.
+    import json
+
+    from envs.datasets import load_demos, subsample
+    from envs.registry import get_task
+
+    meta = json.loads((run / "config.json").read_text())
+    demoset = load_demos(meta["demo_source"], task=get_task("pointmaze-umaze"))
+    own, held = discgen.split_demos(meta, demoset)
+    picked = subsample(demoset, 2, 0)
+    assert [t.episode_id for t in own] == [t.episode_id for t in demoset.trajectories if t in picked]
+    assert not {t.episode_id for t in held} & {t.episode_id for t in picked}
+    # More rows than the replay holds: all of them.
+    size = int(torch.load(run / "checkpoint.pt", weights_only=False)["algo_state"]["replay"]["size"])
+    assert discgen.disc_logits(run, last=10**9)["replay_rows"] == size
+
+    csv = tmp_path / "d.csv"
+    assert discgen.main([str(run), "--last", "50", "--csv", str(csv)]) == 0
+    assert pd.read_csv(csv)["replay_rows"].tolist() == [50]
+
+    bc = tmp_path / "bc"
+    execute(algo="bc", task="pointmaze-umaze", n_demos=2, seed=0, out=bc, preset="smoke", show_progress=False)
+    with pytest.raises(UserError, match="bc"):
+        discgen.disc_logits(bc)
+    with pytest.raises(UserError, match="not a finished run folder"):
+        discgen.disc_logits(tmp_path / "nothing")
