@@ -15,12 +15,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "speed.py")
+def _script(name: str):
+    """A script in benchmarks/ (not a package) imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def speed():
+    return _script("speed")
 
 
 def _run(root: Path, algo: str, task: str, seed: int, steps: int, updates: int, wall: float,
@@ -65,10 +70,7 @@ def test_raw_rate_steps_a_real_task(speed):
 
 @pytest.fixture(scope="module")
 def discgen():
-    spec = importlib.util.spec_from_file_location("bench_discgen", ROOT / "benchmarks" / "disc_generalisation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _script("disc_generalisation")
 
 
 def test_disc_generalisation_splits_demos_and_scores_replay(discgen, demo_root, tmp_path):
