@@ -5,92 +5,57 @@
 #   snakemake --cores 2 ablation    CMIL's conservatism switches (results/ablation/)
 #   snakemake --profile profiles/slurm all     the same on a SLURM cluster
 #
-# Everything (algorithms, tasks, demo counts, seeds, presets, resources) comes from the config;
+# Everything (algorithms, tasks, demo counts, seeds, presets, per-task settings, resources) comes
+# from the config, checked against config/schema.yaml before planning;
 # `snakemake all --configfile config/paper.yaml` switches to the paper's settings.
 
-import json
 import os
 import re
 import shlex
+import sys
+
+# Planning imports only light modules (no gymnasium, MuJoCo, torch or minari): a dry run needs no
+# simulator. cmil_bench/sweep.py checks the config and builds each run's arguments.
+from cmil_bench import sweep
+from envs.catalog import task_entry
 
 configfile: "config/default.yaml"
 
+# The merged config (default.yaml, --configfile, --config) against config/schema.yaml, and the
+# names in it, before any job is planned: one line naming the key, exit status 2.
+try:
+    config.update(sweep.check(config, os.path.join(workflow.basedir, "config", "schema.yaml")))
+except sweep.SweepConfigError as e:
+    print(f"sweep config: {e}", file=sys.stderr)
+    sys.exit(2)
+
 RES = str(config.get("results", "results")).rstrip("/")
 SWEEPS = {"main": RES, "smoke": f"{RES}/smoke", "ablation": f"{RES}/ablation"}
-
-
-def _fmt(v):
-    return json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
-
-
-def _variant_table(section):
-    """variant name -> {algo, preset, set, demos} for the algorithms of one sweep section."""
-    table = {}
-    settings = config.get("algo_settings", {}) or {}
-    variants = config.get("variants", {}) or {}
-    for name in section["algos"]:
-        if name in variants:
-            v = dict(variants[name])
-            algo = v["algo"]
-        else:
-            v, algo = {}, name
-        base = dict(settings.get(name, settings.get(algo, {})) or {})
-        preset = section.get("preset") or v.get("preset") or base.get("preset")
-        sets = dict(base.get("set", {}) or {})
-        sets.update(v.get("set", {}) or {})
-        demos = v.get("demos") or base.get("demos") or section["demos"]
-        if section.get("force_demos"):
-            demos = section["demos"]
-        table[name] = {"algo": algo, "preset": preset, "set": sets, "demos": list(demos)}
-    return table
-
-
-def _ablation_table(section):
-    table = {}
-    algo = section.get("algo", "cmil")
-    for key, values in (section.get("switches") or {}).items():
-        for val in values:
-            sets = dict(section.get("set") or {})
-            sets[key] = val
-            table[f"{algo}[{key}={val}]"] = {"algo": algo, "preset": section.get("preset"),
-                                             "set": sets, "demos": list(section["demos"])}
-    return table
-
-
-MAIN = {"algos": config["algos"], "tasks": config["tasks"], "demos": config["demos"],
-        "seeds": config["seeds"], "demo_episodes": config.get("demo_episodes", 50),
-        "report_reps": config.get("report_reps", 2000)}
-SMOKE = dict(config.get("smoke", {}))
-SMOKE["force_demos"] = True
-ABL = dict(config.get("ablation", {}))
-
-TABLES = {"main": _variant_table(MAIN), "smoke": _variant_table(SMOKE) if SMOKE.get("algos") else {},
-          "ablation": _ablation_table(ABL) if ABL.get("switches") else {}}
-SECTIONS = {"main": MAIN, "smoke": SMOKE, "ablation": ABL}
+SECTIONS = sweep.sections(config)
+TABLES = sweep.run_tables(config)
 ROOT_TO_SWEEP = {v: k for k, v in SWEEPS.items()}
 
 
-def run_dirs(sweep):
-    sec, out = SECTIONS[sweep], []
-    for variant, spec in TABLES[sweep].items():
+def run_dirs(name):
+    sec, out = SECTIONS[name], []
+    for variant, spec in TABLES[name].items():
         for task in sec["tasks"]:
             for d in spec["demos"]:
                 for s in sec["seeds"]:
-                    out.append(f"{SWEEPS[sweep]}/runs/{variant}/{task}/d{d}/s{s}")
+                    out.append(f"{SWEEPS[name]}/runs/{variant}/{task}/d{d}/s{s}")
     return out
 
 
 def _task_has_expert(task):
-    from envs.registry import get_task
-    return bool(get_task(task).expert)
+    return task_entry(task).has_expert
 
 
 def _spec(wc):
-    sweep = ROOT_TO_SWEEP[wc.root]
-    table = TABLES[sweep]
+    name = ROOT_TO_SWEEP[wc.root]
+    table = TABLES[name]
     if wc.variant not in table:
-        raise ValueError(f"variant {wc.variant!r} is not part of the {sweep} sweep")
-    return sweep, table[wc.variant]
+        raise ValueError(f"variant {wc.variant!r} is not part of the {name} sweep")
+    return name, table[wc.variant]
 
 
 def _resources(wc, key):
@@ -155,14 +120,12 @@ rule demos:
 
 
 def _family(task):
-    from envs.registry import get_task
-    return get_task(task).family or task
+    return task_entry(task).family
 
 
 def _family_needs_pixels(wc):
-    from envs.registry import get_task
     tasks = SECTIONS[ROOT_TO_SWEEP[wc.root]]["tasks"]
-    return any(_family(t) == wc.family and get_task(t).obs_mode == "pixels" for t in tasks)
+    return any(_family(t) == wc.family and task_entry(t).obs_mode == "pixels" for t in tasks)
 
 
 def _run_inputs(wc):
@@ -170,12 +133,8 @@ def _run_inputs(wc):
 
 
 def _run_args(wc):
-    _, spec = _spec(wc)
-    args = ["--algo", spec["algo"], "--variant", wc.variant]
-    if spec["preset"]:
-        args += ["--preset", spec["preset"]]
-    for k, v in spec["set"].items():
-        args += ["--set", f"{k}={_fmt(v)}"]
+    name, spec = _spec(wc)
+    args = sweep.run_args(spec, wc.variant, wc.task, _family(wc.task), SECTIONS[name]["task_settings"])
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -48,9 +48,11 @@ def _add_run(sub) -> None:
     p.add_argument("--demos", type=int, required=True, help="number of demo episodes (chosen from the seed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--preset", help="named hyperparameter preset of the algorithm (e.g. cpu)")
+    p.add_argument("--preset", help="named hyperparameter presets of the algorithm, applied left to "
+                                    "right over its defaults (e.g. cpu, or cpu,pixels)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one hyperparameter of the algorithm's Config (repeatable)")
+                   help="override one hyperparameter of the algorithm's Config (repeatable; wins "
+                        "over every preset)")
     p.add_argument("--demo-source", help="override the task's demo source (minari:ID, d4rl:FILE, npz:DIR)")
     p.add_argument("--variant", help="name of this configuration in tables (default: the algorithm)")
     p.add_argument("--force", action="store_true", help="redo a finished run from scratch")

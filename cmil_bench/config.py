@@ -2,9 +2,11 @@
 
 Every algorithm keeps all of its hyperparameters in one dataclass ``Config`` that extends
 ``BaseConfig``; a module-level ``PRESETS`` dict maps a preset name (e.g. ``cpu``) to overrides.
-Resolution order: dataclass defaults < preset < the preset's entry for the task < ``--set``
-overrides (left to right). A preset may hold ``"per_task": {NAME: {...}}``, NAME a task or a task
-family (the family's entry first, then the task's), for settings that differ between tasks.
+Presets compose as overlays: ``--preset cpu,pixels`` applies ``cpu``, then ``pixels``.
+Resolution order: dataclass defaults < each named preset, left to right < ``--set`` overrides.
+Nothing here knows tasks: per-task values come from the sweep YAML (``task_settings``), which
+the Snakefile passes as ``--set``. Renamed and removed keys (``RENAMED``, ``REMOVED``) are
+refused wherever they appear, with a message that names the new key.
 """
 
 from __future__ import annotations
@@ -59,15 +61,14 @@ def _coerce(name: str, raw: Any, typ: Any) -> Any:
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
             return None
-        errors = []
         for a in args:
             try:
                 return _coerce(name, raw, a)
-            except UserError as e:
-                errors.append(str(e))
+            except UserError:
+                pass
         raise UserError(f"config key {name!r}: cannot read {raw!r} as {typ}")
     if origin in (tuple, list):
-        (inner, *rest) = typing.get_args(typ) or (str,)
+        inner = (typing.get_args(typ) or (str,))[0]
         if isinstance(raw, str):
             parts = _list_parts(raw)
         elif isinstance(raw, (list, tuple)):
@@ -124,33 +125,67 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-PER_TASK = "per_task"
+# Old key -> its new name. Refused in presets, --set and the sweep YAML, whichever names an
+# algorithm's Config has, so that an old name never silently does something else.
+RENAMED: dict[str, str] = {
+    "grad_steps": "total_steps",
+    "env_steps": "total_steps",
+    "disc_gp": "gp_weight",
+    "act": "activation",
+    "disc_act": "disc_activation",
+    "encoder_depth": "cnn_depth",
+    "replay_capacity": "replay_size",
+    "gamma": "discount",
+    "max_grad_norm": "grad_clip",
+    "opt_eps": "adam_eps",
+}
+_PER_TASK_GONE = "per-task values come from the sweep YAML's task_settings"
+# Old key -> why it is gone.
+REMOVED: dict[str, str] = {
+    "task_total_steps": _PER_TASK_GONE,
+    "task_eval_every": _PER_TASK_GONE,
+    "per_task": _PER_TASK_GONE,
+}
 
 
-def build_config(cfg_cls, presets: dict[str, dict] | None, preset: str | None,
-                 overrides: dict[str, Any] | None, algo: str = "", task=None):
-    """Resolve defaults < preset < preset's per-task entry < overrides into an instance of
-    ``cfg_cls``, checking every key. ``task`` (a TaskSpec, or None) selects the per-task entry."""
+def check_key_name(key: str, where: str) -> None:
+    """UserError when ``key`` is an old name (``where`` says where it was written)."""
+    if key in RENAMED:
+        raise UserError(f"config key {key!r} (from {where}) is now called {RENAMED[key]!r}")
+    if key in REMOVED:
+        raise UserError(f"config key {key!r} (from {where}) was removed: {REMOVED[key]}")
+
+
+def preset_names(preset: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """``"cpu,pixels"`` (or ``["cpu", "pixels"]``) -> ``["cpu", "pixels"]``; None or "" -> []."""
+    if not preset:
+        return []
+    parts = preset.split(",") if isinstance(preset, str) else list(preset)
+    names = [str(p).strip() for p in parts]
+    if not all(names):
+        raise UserError(f"--preset {preset!r} has an empty name; write e.g. --preset cpu,pixels")
+    return names
+
+
+def build_config(cfg_cls, presets: dict[str, dict] | None, preset: str | list[str] | None,
+                 overrides: dict[str, Any] | None, algo: str = ""):
+    """Resolve defaults < presets (left to right) < overrides into an instance of ``cfg_cls``,
+    checking every key. ``preset`` is a comma-separated string or a list of preset names."""
     hints = typing.get_type_hints(cfg_cls)
     names = field_names(cfg_cls)
-    values: dict[str, Any] = {}
+    presets = presets or {}
     layers: list[tuple[str, dict]] = []
-    if preset:
-        presets = presets or {}
-        if preset not in presets:
+    for name in preset_names(preset):
+        if name not in presets:
             known = ", ".join(sorted(presets)) or "none"
-            raise UserError(f"unknown preset {preset!r} for algorithm {algo!r}; known presets: {known}")
-        layer = dict(presets[preset])
-        per_task = layer.pop(PER_TASK, {}) or {}
-        layers.append((f"preset {preset!r}", layer))
-        if task is not None:
-            for key in dict.fromkeys((getattr(task, "family", ""), task.name)):
-                if key and key in per_task:
-                    layers.append((f"preset {preset!r} for task {key!r}", per_task[key]))
+            raise UserError(f"unknown preset {name!r} for algorithm {algo!r}; known presets: {known}")
+        layers.append((f"preset {name!r}", presets[name]))
     if overrides:
         layers.append(("--set", overrides))
+    values: dict[str, Any] = {}
     for where, layer in layers:
         for k, v in layer.items():
+            check_key_name(k, where)
             if k not in names:
                 raise UserError(
                     f"unknown config key {k!r} for algorithm {algo!r} (from {where}); "

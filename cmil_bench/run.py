@@ -19,7 +19,8 @@ rebuilds from a checkpoint's ``state`` the policy its evaluations used (``cmil_b
 scores it again), and optionally ``EVAL_POLICIES``, the names ``which`` accepts.
 
 Files in the run folder:
-  ``config.json``     resolved config, versions, git revision, demo source and episode ids
+  ``config.json``     resolved config (exactly what ran), the presets and --set overrides that
+                      made it, versions, git revision, demo source and episode ids
   ``progress.csv``    evaluation rows so far (a run in progress has only this)
   ``checkpoint.pt``   the last checkpoint (written atomically at every evaluation)
   ``metrics.csv``     written once, atomically, when the run completes
@@ -386,23 +387,24 @@ def _identity(algo, variant, task, n_demos, seed, source, cfg) -> dict:
 
 
 def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
-            preset: str | None = None, overrides: dict[str, str] | None = None,
+            preset: str | list[str] | None = None, overrides: dict[str, str] | None = None,
             demo_source: str | None = None, variant: str | None = None, force: bool = False,
             show_progress: bool | None = None) -> Path:
     """Run one (algorithm, task, demo count, seed) to completion; returns the metrics.csv path.
 
     A finished run (metrics.csv present) is left alone unless ``force``. An interrupted run of
     the same config resumes from its checkpoint; one of another config starts clean.
+    ``preset`` names presets to overlay, left to right (``"cpu,pixels"`` or a list).
     """
     from algorithms import get_algorithm
-    from cmil_bench.config import build_config
+    from cmil_bench.config import build_config, preset_names
     from envs.datasets import load_demos, subsample
     from envs.registry import get_task
 
     module = get_algorithm(algo)
     spec = get_task(task)
-    cfg = build_config(module.Config, getattr(module, "PRESETS", {}), preset, overrides, algo,
-                       task=spec)
+    presets = preset_names(preset)
+    cfg = build_config(module.Config, getattr(module, "PRESETS", {}), presets, overrides, algo)
     variant = variant or algo
     gl = os.environ.get("MUJOCO_GL", "")
     if spec.obs_mode == "pixels" and gl.strip().lower() in RENDERING_OFF:
@@ -437,7 +439,7 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
                 (out / name).unlink(missing_ok=True)
         _remove_stale_temporaries(out)
         return _execute_locked(module, algo=algo, variant=variant, task=task, spec=spec, cfg=cfg,
-                               n_demos=n_demos, seed=seed, out=out, preset=preset,
+                               n_demos=n_demos, seed=seed, out=out, presets=presets,
                                overrides=overrides, demoset=demoset, demos=demos,
                                device=device, show_progress=show_progress)
 
@@ -497,7 +499,7 @@ class RunFolderLock:
             self._fd = None
 
 
-def _execute_locked(module, *, algo, variant, task, spec, cfg, n_demos, seed, out, preset,
+def _execute_locked(module, *, algo, variant, task, spec, cfg, n_demos, seed, out, presets,
                     overrides, demoset, demos, device, show_progress) -> Path:
     from envs.datasets import describe_episode_ids
 
@@ -507,7 +509,7 @@ def _execute_locked(module, *, algo, variant, task, spec, cfg, n_demos, seed, ou
         "identity": _identity(algo, variant, task, n_demos, seed, demoset.source, cfg),
         "algo": algo, "variant": variant, "task": task, "obs_mode": spec.obs_mode,
         "env_id": spec.env_id, "env_kwargs": spec.env_kwargs, "n_demos": n_demos, "seed": seed,
-        "preset": preset, "overrides": overrides or {},
+        "presets": presets, "overrides": overrides or {},
         "config": config_to_dict(cfg),
         "demo_source": demoset.source, "demo_meta": demoset.meta,
         "demo_episode_ids": describe_episode_ids(demos),
