@@ -1,46 +1,98 @@
-"""Config resolution: presets, their per-task entries, and --set overrides, in that order."""
+"""Config resolution: defaults < presets (left to right) < --set, old key names refused, list
+values from the command line."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import pytest
 
-from cmil_bench.config import BaseConfig, build_config
+from cmil_bench.config import REMOVED, RENAMED, BaseConfig, build_config, parse_overrides
 from cmil_bench.errors import UserError
-from envs.registry import TaskSpec
 
 
 @dataclass
 class _Cfg(BaseConfig):
     lr: float = 1.0
     steps: int = 10
+    width: int = 8
 
 
-PRESETS = {"cpu": {"lr": 2.0, "per_task": {"fam": {"lr": 3.0, "steps": 30}, "fam-a": {"lr": 4.0},
-                                          "bad": {"nope": 1}}}}
+PRESETS = {"cpu": {"lr": 2.0, "steps": 20}, "pixels": {"lr": 3.0, "width": 16}}
 
 
-def _task(name, family):
-    return TaskSpec(name=name, env_id="X-v0", obs_mode="state", max_episode_steps=5, family=family)
+@pytest.mark.parametrize("preset, want", [
+    (None, (1.0, 10, 8)),
+    ("cpu", (2.0, 20, 8)),
+    ("cpu,pixels", (3.0, 20, 16)),     # later wins where both set a key
+    ("pixels,cpu", (2.0, 20, 16)),
+    (" cpu , pixels ", (3.0, 20, 16)),
+    (["cpu", "pixels"], (3.0, 20, 16)),
+])
+def test_presets_overlay_left_to_right(preset, want):
+    cfg = build_config(_Cfg, PRESETS, preset, None, "t")
+    assert (cfg.lr, cfg.steps, cfg.width) == want
 
 
-def test_per_task_entry_between_preset_and_overrides():
-    assert build_config(_Cfg, PRESETS, "cpu", None, "t").lr == 2.0  # no task: preset only
-    other = build_config(_Cfg, PRESETS, "cpu", None, "t", task=_task("zzz", "zzz"))
-    assert (other.lr, other.steps) == (2.0, 10)
-    fam = build_config(_Cfg, PRESETS, "cpu", None, "t", task=_task("fam-b", "fam"))
-    assert (fam.lr, fam.steps) == (3.0, 30)  # by family
-    named = build_config(_Cfg, PRESETS, "cpu", None, "t", task=_task("fam-a", "fam"))
-    assert (named.lr, named.steps) == (4.0, 30)  # the task's own entry wins over its family's
-    over = build_config(_Cfg, PRESETS, "cpu", {"lr": "5"}, "t", task=_task("fam-a", "fam"))
-    assert over.lr == 5.0  # --set last
-    assert "per_task" in PRESETS["cpu"]  # resolution does not consume the preset
+def test_set_wins_over_every_preset():
+    before = copy.deepcopy(PRESETS)
+    cfg = build_config(_Cfg, PRESETS, "cpu,pixels", {"lr": "5", "steps": "7"}, "t")
+    assert (cfg.lr, cfg.steps, cfg.width) == (5.0, 7, 16)
+    assert PRESETS == before  # resolution leaves the presets alone
 
 
-def test_per_task_entry_keys_are_checked():
-    with pytest.raises(UserError, match="nope.*preset 'cpu' for task 'bad'"):
-        build_config(_Cfg, PRESETS, "cpu", None, "t", task=_task("bad", "bad"))
+def test_unknown_preset_in_a_list_is_named_with_the_known_ones():
+    with pytest.raises(UserError, match=r"unknown preset 'turbo' for algorithm 't'; known presets: cpu, pixels"):
+        build_config(_Cfg, PRESETS, "cpu,turbo", None, "t")
+
+
+def test_empty_preset_name_is_refused():
+    with pytest.raises(UserError, match="empty name"):
+        build_config(_Cfg, PRESETS, "cpu,", None, "t")
+
+
+@dataclass
+class _OldNames(BaseConfig):
+    """Holds every old name as a field: they are refused all the same (the table comes first)."""
+    grad_steps: int = 1
+    env_steps: int = 1
+    disc_gp: float = 0.0
+    act: str = "elu"
+    disc_act: str = "elu"
+    encoder_depth: int = 8
+    replay_capacity: int = 10
+    gamma: float = 0.9
+    max_grad_norm: float = 1.0
+    opt_eps: float = 1e-8
+    task_total_steps: tuple[str, ...] = ()
+    task_eval_every: tuple[str, ...] = ()
+    total_steps: int = 1
+
+
+@pytest.mark.parametrize("old, new", sorted(RENAMED.items()))
+def test_old_names_are_refused_with_the_new_name(old, new):
+    with pytest.raises(UserError, match=rf"config key '{old}' \(from --set\) is now called '{new}'"):
+        build_config(_OldNames, {}, None, {old: "1"}, "t")
+    with pytest.raises(UserError, match=rf"'{old}' \(from preset 'cpu'\) is now called '{new}'"):
+        build_config(_OldNames, {"cpu": {old: 1}}, "cpu", None, "t")
+
+
+@pytest.mark.parametrize("old", sorted(REMOVED))
+def test_per_task_keys_are_refused(old):
+    with pytest.raises(UserError, match=rf"'{old}' \(from preset 'cpu'\) was removed: .*task_settings"):
+        build_config(_OldNames, {"cpu": {old: {"fetch-push": {"total_steps": 5}}}}, "cpu", None, "t")
+    with pytest.raises(UserError, match=rf"'{old}' \(from --set\) was removed"):
+        build_config(_OldNames, {}, None, {old: "fetch-push=5"}, "t")
+
+
+def test_the_new_name_is_accepted():
+    assert build_config(_OldNames, {"cpu": {"total_steps": 3}}, "cpu", {"total_steps": "4"}, "t").total_steps == 4
+
+
+def test_unknown_key_names_its_layer():
+    with pytest.raises(UserError, match=r"unknown config key 'nope' for algorithm 't' \(from preset 'pixels'\)"):
+        build_config(_Cfg, {"pixels": {"nope": 1}}, "pixels", None, "t")
 
 
 @dataclass
@@ -65,9 +117,10 @@ def test_int_lists_from_the_command_line(raw, want):
 
 
 def test_snakefile_list_settings_reach_the_config():
-    """A variant's list value goes through the Snakefile's --set formatting unchanged."""
-    import json
-    from algorithms.dac import Config, task_budget
-    raw = json.dumps(["fetch-push=50000"])  # Snakefile's _fmt for a list
-    cfg = build_config(Config, {}, None, {"task_total_steps": raw}, "dac")
-    assert task_budget(cfg, _task("fetch-push", "fetch-push"))[0] == 50000
+    """A sweep's list value goes through the Snakefile's --set formatting unchanged."""
+    from cmil_bench.sweep import run_args
+
+    spec = {"algo": "t", "preset": None, "set": {"hidden": [64, 32]}}
+    args = run_args(spec, "t", "fetch-push", "fetch-push", {})
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    assert build_config(_ListCfg, {}, None, parse_overrides(sets), "t").hidden == (64, 32)

@@ -1,0 +1,238 @@
+"""The sweep YAML: schema and name checks at planning (cmil_bench/sweep.py, config/schema.yaml),
+per-task settings (task_settings) and their order, and a dry run that imports no simulator."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmil_bench import sweep
+from cmil_bench.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "config" / "schema.yaml"
+HEAVY = ("gymnasium", "gymnasium_robotics", "mujoco", "torch", "minari")
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+def _merged(*names: str) -> dict:
+    """config/default.yaml with other files over it, merged as Snakemake merges --configfile."""
+    from snakemake.utils import update_config
+
+    config = _load("default.yaml")
+    for name in names:
+        update_config(config, _load(name))
+    return config
+
+
+def _sets(config: dict, sweep_name: str, variant: str, task: str) -> dict:
+    from envs.catalog import task_entry
+
+    spec = sweep.run_tables(config)[sweep_name][variant]
+    ts = sweep.sections(config)[sweep_name]["task_settings"]
+    return sweep.run_sets(spec, variant, task, task_entry(task).family, ts)
+
+
+@pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",)])
+def test_shipped_configs_pass(names):
+    config = sweep.check(_merged(*names), SCHEMA)
+    assert sweep.run_tables(config)["main"]
+
+
+def test_default_sweep_keeps_its_per_task_values():
+    config = sweep.check(_load("default.yaml"), SCHEMA)
+    assert _sets(config, "main", "dac", "fetch-push") == {"total_steps": 12500, "eval_every": 2500}
+    assert _sets(config, "main", "gail", "fetch-push") == {"total_steps": 30000, "eval_every": 10000,
+                                                           "lr": 3.0e-4}
+    assert _sets(config, "main", "dac", "fetch-push-pixels")["total_steps"] == 12500  # by family
+    assert _sets(config, "main", "dac", "pointmaze-umaze") == {}
+    config["algos"] = ["dac-long", "gail-long", "dac-paper"]
+    assert _sets(config, "main", "dac-long", "fetch-push") == {"total_steps": 50000, "eval_every": 5000}
+    assert _sets(config, "main", "gail-long", "fetch-push") == {"total_steps": 300000, "eval_every": 30000,
+                                                                "lr": 3.0e-4}
+    assert _sets(config, "main", "dac-paper", "fetch-push")["total_steps"] == 12500  # its algorithm's
+    # the smoke sweep (preset smoke) does not get the main sweep's per-task settings
+    config["smoke"]["tasks"] = ["fetch-push"]
+    assert _sets(config, "smoke", "dac", "fetch-push") == {}
+    # paper.yaml drops them
+    paper = sweep.check(_merged("paper.yaml"), SCHEMA)
+    assert sweep.sections(paper)["main"]["task_settings"] == {}
+
+
+def test_task_settings_order_and_explicit_set_wins():
+    ts = {"fam": {"a": {"k1": "a-fam", "k2": "a-fam", "k3": "a-fam", "k4": "a-fam", "k5": "a-fam"},
+                  "v": {"k3": "v-fam", "k4": "v-fam", "k5": "v-fam"}},
+          "fam-x": {"a": {"k2": "a-task", "k3": "a-task", "k4": "a-task", "k5": "a-task"},
+                    "v": {"k4": "v-task", "k5": "v-task"}}}
+    spec = {"algo": "a", "preset": "cpu", "set": {"k5": "set"}}
+    assert sweep.run_sets(spec, "v", "fam-x", "fam", ts) == {
+        "k1": "a-fam", "k2": "a-task", "k3": "v-fam", "k4": "v-task", "k5": "set"}
+    args = sweep.run_args(spec, "v", "fam-x", "fam", ts)
+    assert args[:6] == ["--algo", "a", "--variant", "v", "--preset", "cpu"]
+    assert "k5=set" in args and "k5=v-task" not in args
+
+
+def test_algo_settings_set_wins_over_task_settings():
+    config = _load("default.yaml")
+    config["algo_settings"]["dac"]["set"] = {"total_steps": 50000}
+    config = sweep.check(config, SCHEMA)
+    assert _sets(config, "main", "dac", "fetch-push") == {"total_steps": 50000, "eval_every": 2500}
+
+
+def test_command_line_strings_are_normalised():
+    """`snakemake --config seeds='[0,1]'` gives strings inside lists and dicts."""
+    config = _load("default.yaml")
+    config.update({"seeds": ["0", "1"], "task_settings": "null",
+                   "resources": {"default": {"runtime": "30", "mem_mb": "4000", "cpus_per_task": "1"}},
+                   "algo_settings": {"dac": {"preset": "null", "set": {"total_steps": "500"}}}})
+    out = sweep.check(config, SCHEMA)
+    assert out["seeds"] == [0, 1] and out["task_settings"] is None
+    assert out["resources"]["default"]["runtime"] == 30
+    assert out["algo_settings"]["dac"] == {"preset": None, "set": {"total_steps": "500"}}
+
+
+def _with(path: str, value):
+    """default.yaml with the value at the dotted ``path`` set (a new key where it is missing)."""
+    config = _load("default.yaml")
+    *parents, last = path.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+    return config
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("algo_setings", {}, r"unknown key 'algo_setings'; known keys: ablation, algo_settings"),
+    ("algo_settings.dac.sett", {}, r"unknown key 'sett' in 'algo_settings.dac'"),
+    ("algos", ["bcc"], r"key 'algos\[0\]': unknown algorithm or variant 'bcc'"),
+    ("algos", ["bc", "dac-lon"], r"key 'algos\[1\]': unknown algorithm or variant 'dac-lon'"),
+    ("algo_settings.dac-lon", {"preset": "cpu"}, r"key 'algo_settings.dac-lon': unknown algorithm or var"),
+    ("variants.x", {"algo": "bcc"}, r"key 'variants.x.algo': unknown algorithm 'bcc'"),
+    ("variants.x", {"preset": "cpu"}, r"key 'variants.x': 'algo' is a required property"),
+    ("variants.dac", {"algo": "dac"}, r"key 'variants.dac': a variant cannot take an algorithm's name"),
+    ("tasks", ["fetch-pus"], r"key 'tasks\[0\]': unknown task 'fetch-pus'"),
+    ("smoke.tasks", ["nowhere"], r"key 'smoke.tasks\[0\]': unknown task 'nowhere'"),
+    ("ablation.tasks", ["nowhere"], r"key 'ablation.tasks\[0\]': unknown task 'nowhere'"),
+    ("ablation.algo", "cmill", r"key 'ablation.algo': unknown algorithm 'cmill'"),
+    ("task_settings.fetch-pushh", {"dac": {}}, r"'task_settings.fetch-pushh': unknown task or task family"),
+    ("task_settings.fetch-push.dacc", {}, r"'task_settings.fetch-push.dacc': unknown algorithm or variant"),
+    ("resources.dacc", {"runtime": 5}, r"key 'resources.dacc': unknown algorithm or variant"),
+    ("seeds", ["a"], r"key 'seeds\[0\]': 'a' is not of type 'integer'"),
+    ("demos", 5, r"key 'demos': 5 is not of type 'array'"),
+    ("demos", [0], r"key 'demos\[0\]': 0 is less than the minimum of 1"),
+    ("report_reps", "many", r"key 'report_reps': 'many' is not of type 'integer'"),
+    ("resources.default.runtime", "x", r"key 'resources.default.runtime': 'x' is not of type 'integer'"),
+    ("algo_settings.bc.set", {"grad_steps": 5}, r"'grad_steps' \(from algo_settings.bc.set\) is now called "
+                                                r"'total_steps'"),
+    ("variants.x", {"algo": "dac", "set": {"gamma": 0.9}}, r"'gamma' \(from variants.x.set\) is now called"),
+    ("task_settings.fetch-push.dac", {"task_total_steps": 5}, r"'task_total_steps' .* was removed"),
+    ("ablation.switches", {"disc_gp": [1]}, r"'disc_gp' \(from ablation.switches\) is now called 'gp_weight'"),
+    ("smoke.algos", "bc", r"key 'smoke.algos': 'bc' is not of type 'array'"),
+])
+def test_bad_configs_name_the_key(path, value, message):
+    with pytest.raises(sweep.SweepConfigError, match=message):
+        sweep.check(_with(path, value), SCHEMA)
+    assert issubclass(sweep.SweepConfigError, UserError)
+
+
+def test_every_schema_key_has_a_description():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    defs = schema["$defs"]
+    missing = []
+
+    def walk(node, where):
+        for key, sub in (node.get("properties") or {}).items():
+            ref = defs.get(str(sub.get("$ref", "")).rsplit("/", 1)[-1], {})
+            if "description" not in sub and "description" not in ref and "allOf" not in sub:
+                missing.append(f"{where}{key}")
+            walk({**ref, **sub}, f"{where}{key}.")
+        for inner in ("additionalProperties", "items"):
+            if isinstance(node.get(inner), dict):
+                sub = node[inner]
+                walk({**defs.get(str(sub.get("$ref", "")).rsplit("/", 1)[-1], {}), **sub}, where + "*.")
+
+    walk(schema, "")
+    assert not missing, missing
+    assert set(schema["properties"]) >= {"results", "demo_episodes", "report_reps", "algos", "tasks",
+                                         "demos", "seeds", "algo_settings", "variants", "task_settings",
+                                         "resources", "smoke", "ablation"}
+
+
+def test_catalog_agrees_with_the_registry():
+    """envs/catalog.py (what planning reads) lists exactly the registered tasks, with their
+    family, observation mode and whether they have a scripted expert."""
+    from envs.catalog import TASKS
+    from envs.registry import get_task, list_tasks
+
+    assert sorted(TASKS) == list_tasks()
+    for name, entry in TASKS.items():
+        spec = get_task(name)
+        assert (entry.family, entry.obs_mode, entry.has_expert) == (spec.family or name, spec.obs_mode,
+                                                                   bool(spec.expert)), name
+
+
+# ------------------------------------------------------------------ Snakemake in a subprocess
+
+@pytest.fixture
+def workflow(tmp_path):
+    """A copy of the Snakefile and config/, and PYTHONPATH with this checkout behind stand-ins of
+    the simulation packages that fail on import: planning must not import them, and a job that
+    did start would fail at once."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copy(REPO / "Snakefile", work)
+    shutil.copytree(REPO / "config", work / "config")
+    fakes = tmp_path / "fakes"
+    for name in HEAVY:
+        (fakes / name).mkdir(parents=True)
+        (fakes / name / "__init__.py").write_text(f"raise ImportError('{name} imported while planning')\n")
+    env = dict(os.environ, PYTHONPATH=f"{fakes}{os.pathsep}{REPO}")
+    return work, env
+
+
+def _snakemake(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["snakemake", "--cores", "1", *args], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_dry_run_imports_no_simulator(workflow):
+    work, env = workflow
+    proc = _snakemake(work, env, "-n", "-p", "all")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stats = proc.stdout[proc.stdout.index("Job stats:"):]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
+    # bc: 4 demo counts; gail, dac, vmail, cmil: 1; two tasks, three seeds; one dataset per task
+    assert counts["run"] == (4 + 4) * 2 * 3 and counts["demos"] == 2 and counts["report"] == 1
+    dac_push = [ln for ln in proc.stdout.splitlines()
+                if "cmil-bench run --algo dac " in ln and "--task fetch-push " in ln]
+    assert len(dac_push) == 3
+    assert all("--preset cpu --set total_steps=12500 --set eval_every=2500 " in ln for ln in dac_push)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config, key", [
+    ("algo_setings={}", "'algo_setings'"),
+    ("algos=[bcc]", "'algos[0]': unknown algorithm or variant 'bcc'"),
+    ("tasks=[fetch-pus]", "'tasks[0]': unknown task 'fetch-pus'"),
+    ("variants={x: {algo: bcc}}", "'variants.x.algo': unknown algorithm 'bcc'"),
+    ("seeds=[a]", "'seeds[0]': 'a' is not of type 'integer'"),
+])
+def test_bad_config_stops_the_workflow_before_any_job(workflow, config, key):
+    work, env = workflow
+    proc = _snakemake(work, env, "all", "--config", config)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("sweep config: ")]
+    assert len(lines) == 1 and key in lines[0], proc.stderr[-2000:]
+    assert not (work / "results").exists() and "Job stats" not in proc.stdout + proc.stderr
