@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -67,6 +68,9 @@ def test_finished_run_layout(tmp_path_factory):
     assert df["grad_steps"].tolist() == list(range(30, 151, 30))
     assert not (ref / "progress.csv").exists()
     assert (ref / "checkpoint.pt").exists() and (ref / "config.json").exists()
+    record = json.loads((ref / "config.json").read_text())
+    assert record["presets"] == ["smoke"] and record["overrides"] == {k: str(v) for k, v in BC_SETS.items()}
+    assert all(record["config"][k] == v for k, v in BC_SETS.items())  # what ran
 
 
 def test_force_redoes_finished_run(tmp_path, tmp_path_factory, demo_source, capsys):
@@ -90,7 +94,7 @@ def test_busy_run_folder_is_refused(tmp_path, demo_source, capsys):
     assert_clean_failure(rc, err, str(out), "in use", out=out)
     assert not (out / "config.json").exists()
     # once free, the same folder runs
-    rc, _, err = call_cli(run_argv(out, demo_source, sets={"grad_steps": 30}), capsys)
+    rc, _, err = call_cli(run_argv(out, demo_source, sets={"total_steps": 30}), capsys)
     assert rc == 0, err
 
 

@@ -124,3 +124,21 @@ def test_snakefile_list_settings_reach_the_config():
     args = run_args(spec, "t", "fetch-push", "fetch-push", {})
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     assert build_config(_ListCfg, {}, None, parse_overrides(sets), "t").hidden == (64, 32)
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--set", "grad_steps=5"], "config key 'grad_steps' (from --set) is now called 'total_steps'"),
+    (["--set", "task_total_steps=fetch-push=5"], "'task_total_steps' (from --set) was removed"),
+    (["--preset", "smoke,turbo"], "unknown preset 'turbo' for algorithm 'bc'"),
+])
+def test_cli_refuses_old_names_and_unknown_presets(tmp_path, capsys, extra, named):
+    """One line, exit 2, before the run folder exists (no demos are needed to get there)."""
+    from cmil_bench import cli
+
+    out = tmp_path / "run"
+    rc = cli.main(["run", "--algo", "bc", "--task", "pointmaze-umaze", "--demos", "1", "--out", str(out),
+                   "--progress", "off", *extra])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert rc == 2 and len(lines) == 1 and named in lines[0], err
+    assert "Traceback" not in err and not out.exists()
