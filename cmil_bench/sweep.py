@@ -12,6 +12,7 @@ torch or minari): a dry run works without the simulators.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
@@ -35,6 +36,11 @@ def _key(path) -> str:
     return out
 
 
+def _did_you_mean(name: Any, known) -> str:
+    close = difflib.get_close_matches(str(name), sorted(map(str, known)), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _schema_message(err) -> str:
     where = _key(err.absolute_path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
@@ -42,7 +48,8 @@ def _schema_message(err) -> str:
         extra = sorted(k for k in err.instance if k not in known)
         inside = f" in {where!r}" if where else ""
         hint = f"; known keys: {', '.join(known)}" if known else ""
-        return f"unknown key {', '.join(repr(k) for k in extra)}{inside}{hint}"
+        names = ", ".join(repr(k) for k in extra)
+        return f"unknown key {names}{inside}{_did_you_mean(extra[0], known)}{hint}"
     if err.validator == "required":
         return f"{f'key {where!r}' if where else 'the config'}: {err.message}"
     return f"key {where!r}: {err.message}" if where else err.message
@@ -111,7 +118,8 @@ def check_schema(config: dict, schema_path: str | Path) -> dict:
 
 
 def _unknown(where: str, name: Any, what: str, known) -> SweepConfigError:
-    return SweepConfigError(f"key {where!r}: unknown {what} {name!r}; known: {', '.join(sorted(known))}")
+    return SweepConfigError(f"key {where!r}: unknown {what} {name!r}{_did_you_mean(name, known)}; "
+                            f"known: {', '.join(sorted(known))}")
 
 
 def _check_sets(sets: dict | None, where: str) -> None:

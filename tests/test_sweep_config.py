@@ -112,7 +112,7 @@ def _with(path: str, value):
 
 
 @pytest.mark.parametrize("path, value, message", [
-    ("algo_setings", {}, r"unknown key 'algo_setings'; known keys: ablation, algo_settings"),
+    ("algo_setings", {}, r"unknown key 'algo_setings' \(did you mean 'algo_settings'\?\); known keys: abl"),
     ("algo_settings.dac.sett", {}, r"unknown key 'sett' in 'algo_settings.dac'"),
     ("algos", ["bcc"], r"key 'algos\[0\]': unknown algorithm or variant 'bcc'"),
     ("algos", ["bc", "dac-lon"], r"key 'algos\[1\]': unknown algorithm or variant 'dac-lon'"),
