@@ -21,9 +21,6 @@ from typing import Any
 from cmil_bench.config import check_key_name
 from cmil_bench.errors import UserError
 
-SWEEPS = ("main", "smoke", "ablation")
-
-
 class SweepConfigError(UserError):
     """A sweep config that the schema or the name checks refuse."""
 
