@@ -67,6 +67,9 @@ ROWS = B.EPISODE_STEPS + 1
 # Steps at which replay_demo reports the drift curve.
 CURVE_STEPS = (1, 10, 30, 60, 90, 120)
 BALL_DRIFT = 0.01  # m: a replay's ball "has left" the recorded one beyond this
+# The six "velocity" entries of the observation (see envs/baoding.py: hand joint and ball spin
+# velocities among them, which the balls' contacts make chaotic).
+VELOCITY_COLUMNS = [27, 28, 29, 33, 34, 35]
 
 
 def demo_url(name: str) -> str:
@@ -125,7 +128,8 @@ def replay_demo(env, demo: dict) -> dict:
 
     The reset state is the demos' first recorded state (hand and balls; ``start_error`` says how
     far it is from row 0). Returns the simulated states (T+1, 40), rewards, the per-step absolute
-    error to the recorded states, its summary (mean, max, per-part maxima, the curve of the mean
+    error to the recorded states (up to a drop, which ends the replay), its summary (mean, max,
+    per-part maxima: hand joints, velocity entries, targets, the curve of the mean
     error at ``CURVE_STEPS``, ball position error in metres, the first step at which a ball is more
     than ``BALL_DRIFT`` from its recorded position), the replay's return / success / drop step and
     the recorded states' return and success.
@@ -162,6 +166,8 @@ def replay_demo(env, demo: dict) -> dict:
         "mean_error": float(err[1:].mean()),
         "max_error": float(err[1:].max()),
         "hand_max_error": float(err[1:, :B.N_HAND].max()),
+        "velocity_max_error": float(err[1:, VELOCITY_COLUMNS].max()),
+        "target_max_error": float(err[1:, B.TARGET1.start:].max()),
         "ball_max_error": float(ball.max()),
         "curve": {s: float(err[s].mean()) for s in CURVE_STEPS if s < n},
         "ball_curve": {s: float(ball[s]) for s in CURVE_STEPS if s < n},
