@@ -11,11 +11,14 @@ palm once every 60 steps. What this port keeps from the reference environment (`
   ``env_models/shadowhand/resources``, read from a folder on disk (never shipped: see
   ``model_dir``). MuJoCo 3 rejects the obsolete ``apirate`` attribute of ``<option>`` in
   ``assets.xml``; it is dropped from the text in memory (the user's files are never edited) and the
-  model is compiled from strings with an assets dict.
+  model is compiled from strings with an assets dict. The hand's 44 fixed tendons are made
+  unlimited, as MuJoCo 2.0 (which ran the reference) left them (see ``load_model``).
 * Reset: the model's keyframe 0 (hand pose and both balls), zero velocities. No randomness: every
   episode starts in the same state (so do the 20 demos).
 * Step: an action in [-1, 1]^24 maps to joint-position targets around the keyframe's hand pose
-  (``+a`` scales 90 % of the way to the upper control limit, ``-a`` to the lower one); each target
+  (``+a`` scales 90 % of the way to the upper control limit, ``-a`` to the lower one, and a
+  positive action whose target comes out <= 0 is mapped a second time, as the reference's
+  in-place mapping does: ``scale_action``); each target
   is then limited to 3 rad/s of motion from the current joint position over the step's 0.1 s;
   then 40 physics steps of 2.5 ms (frame skip 40).
 * Targets: at step k (counting from 0) the target angles are ``2 pi k / 60`` plus 3pi/4 (ball 1)
@@ -36,9 +39,14 @@ palm once every 60 steps. What this port keeps from the reference environment (`
   In the reference the drop and wrist flags share one array, so a drop also costs the -10; kept.
 * End: an episode terminates when a ball drops (the reference's ``done``); otherwise it is cut at
   120 steps, the demos' length.
-* Success (derived from the reward): no drop and a mean per-ball distance to the targets over the
-  episode's last 60 steps of at most ``SUCCESS_DIST`` (i.e. a mean position term of the reward of at
-  least ``-10 * SUCCESS_DIST`` per step there); info ``dist`` carries the per-step mean distance.
+* Success (derived from the reward): the episode runs its 120 steps without a drop (no -500 step)
+  and the reward's distance term, ``-10 x`` the mean ball-to-target distance, averages at least
+  -0.2 per step over the last 60 steps (one revolution), i.e. the balls stay within 2 cm of their
+  targets on average. The 20 demos' recorded states average -0.055 there (all succeed); holding the
+  hand still keeps the balls but averages -0.47 (fails). Info ``dist`` carries the per-step mean
+  distance, ``dropped`` the drop flag.
+* Model folder: ``cmil-bench demos --task baoding --model DIR`` remembers it in the Minari root
+  (``remembered_model_file``); ``BaodingEnv(model_path=...)`` overrides it.
 * Pixels: the reference camera, a free camera at distance 0.3, azimuth -67.5, elevation -42.5,
   looking at the median of the geoms' positions at the reset pose (mujoco-py's default look-at
   point when the camera is made, right after the first reset).
