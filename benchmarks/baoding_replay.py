@@ -22,6 +22,7 @@ with and without N(0, SIGMA) noise on its actions (how far apart the balls end u
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -112,7 +113,7 @@ def sensitivity_table(demos: str | Path, model: str | None = None, sigma: float 
 
 def markdown(df: pd.DataFrame) -> str:
     def fmt(v):
-        if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             return "-"
         if isinstance(v, bool):
             return "yes" if v else "no"
@@ -125,7 +126,8 @@ def markdown(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         lines.append("| " + " | ".join(fmt(r[c]) for c in cols) + " |")
     num = df.select_dtypes("number")
-    lines.append("| mean | " + " | ".join(fmt(float(num[c].mean())) if c in num else "" for c in cols[1:]) + " |")
+    means = [fmt(float(num[c].mean())) if c in num else "" for c in cols[1:]]
+    lines.append("| mean | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
 
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(df))
     drops = df["drop at"].notna().sum()
     print(f"\n{len(df)} demos, {took:.1f} s; replays that drop a ball: {drops}; replay success "
-          f"{int(df['replay success'].sum())}/{len(df)}, recorded {int(df['recorded success'].sum())}/{len(df)}")
+          f"{int(df['replay success'].sum())}/{len(df)}, "
+          f"recorded {int(df['recorded success'].sum())}/{len(df)}")
     if args.csv:
         df.to_csv(args.csv, index=False)
     return 0

@@ -63,6 +63,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import gymnasium as gym
 import mujoco
@@ -366,7 +367,7 @@ class BaodingEnv(MujocoEnv, EzPickle):
     Actions: Box(-1, 1, (24,)); observations: Box(40,) float64.
     """
 
-    metadata = {"render_modes": ["rgb_array", "depth_array"], "render_fps": 10}
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array", "depth_array"], "render_fps": 10}
 
     def __init__(self, model_path: str | None = None, render_mode: str | None = None,
                  width: int = 64, height: int = 64, default_camera_config: dict | None = None,

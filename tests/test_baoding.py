@@ -114,6 +114,29 @@ def test_cli_model_alone_remembers_it(tmp_path, monkeypatch, capsys):
     assert B.model_dir() == folder.resolve()
 
 
+def test_downloads_without_network_say_what_to_do(tmp_path, monkeypatch, capsys):
+    """`--model download` and a conversion without --path fetch from the public repository; offline
+    (urlopen replaced: nothing is downloaded in tests) each says where else to get the files."""
+    import urllib.error
+    import urllib.request
+
+    from cmil_bench.cli import main
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("CMIL_BENCH_CACHE", str(tmp_path / "cache"))
+    assert main(["demos", "--task", "baoding", "--model", "download", "--root", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "raw.githubusercontent.com/victorkolev/cmil" in err and "--model DIR" in err
+    assert len(err.splitlines()) == 1
+    assert not list((tmp_path / "cache").rglob("*.part"))
+    from envs.baoding_demos import download_demos
+    with pytest.raises(UserError, match=r"data/shadowhand.*--path DIR"):
+        download_demos()
+
+
 def test_reset_is_the_demos_first_state_and_steps(model_root):
     first = np.load(demo_folder() / STEADY_DEMO)["obs"][0]
     env = make_env("baoding")
