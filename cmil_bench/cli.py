@@ -11,6 +11,7 @@ from cmil_bench.errors import TrainingDiverged, UserError
 EPILOG = """examples:
   cmil-bench demos --task pointmaze-umaze --episodes 50 --root results/datasets
   cmil-bench demos --inspect minari:cmil-bench/pointmaze-umaze/expert-v0
+  cmil-bench demos --task baoding --source cmil-shadowhand --path DEMOS --model PDDM_DIR
   cmil-bench run --algo bc --task pointmaze-umaze --demos 10 --seed 0 --out results/runs/x
   cmil-bench evaluate results/runs/dac/fetch-push/d10/s0 --episodes 200
   cmil-bench report --runs results/runs --out results/report
@@ -33,6 +34,10 @@ def _add_demos(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     p.add_argument("--source", help="a named demo source of the task to convert (e.g. kitchen-paper)")
     p.add_argument("--path", help="where the named --source lives")
+    p.add_argument("--model", metavar="DIR",
+                   help="baoding tasks: the folder of the task's MuJoCo model (a copy of common/pddm of "
+                        "github.com/victorkolev/cmil); remembered in the dataset root for the runs; "
+                        "'download' fetches it (network). Alone (no --source) it only sets the model")
     p.add_argument("--inspect", metavar="SOURCE", help="print a summary of SOURCE and exit")
 
 
@@ -111,6 +116,15 @@ def _cmd_demos(args) -> int:
         raise UserError("demos: give --task T (to collect) or --inspect SOURCE")
     if args.episodes <= 0:
         raise UserError(f"demos: --episodes must be positive, got {args.episodes}")
+    if args.model:
+        from envs.baoding import set_model
+        from envs.registry import get_task
+        if get_task(args.task).family != "baoding":
+            raise UserError(f"demos: --model is for the baoding tasks, not {args.task!r}")
+        model = set_model(args.model, root=args.root)
+        if not args.source:
+            print(model)
+            return 0
     if args.source:
         from envs.sources import convert_named_source
         path = convert_named_source(args.task, args.source, args.path, root=args.root,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cmil_bench.errors import UserError
 
 # family -> whether it has a scripted expert (`cmil-bench demos --task FAMILY` collects its demos);
-# families without one read recorded datasets (Kitchen: the paper's demos; Adroit: D4RL's).
+# families without one read recorded datasets (Kitchen, Baoding: the paper's demos; Adroit: D4RL's).
 FAMILIES: dict[str, bool] = {
     "pointmaze-umaze": True,
     "fetch-push": True,
@@ -23,6 +23,7 @@ FAMILIES: dict[str, bool] = {
     "hammer": False,
     "pen": False,
     "relocate": False,
+    "baoding": False,
 }
 
 

@@ -109,7 +109,7 @@ def _ensure_loaded() -> None:
         import importlib.util
 
         # Each module registers its tasks on import; the paper's envs are optional extras.
-        for mod in ("envs.tasks", "envs.kitchen", "envs.adroit"):
+        for mod in ("envs.tasks", "envs.kitchen", "envs.adroit", "envs.baoding"):
             if importlib.util.find_spec(mod) is not None:
                 importlib.import_module(mod)
 

@@ -15,6 +15,9 @@ recording the 59-d states, the 64x64 frames of the paper's camera, the rewards (
 subtask completed) and which subtasks the replay completes. The two simulators differ slightly,
 so replays complete 2 to 4 of the 4 subtasks; the dataset's ``ref_max_score`` (and the metadata
 key ``cmil_demo_return``) hold the replays' mean score, the demo reference of norm_score.
+
+``cmil-shadowhand`` — the 20 ShadowHand Baoding demonstrations of the CMIL paper (same repository,
+folder data/shadowhand), with recorded states: see ``envs.baoding_demos``.
 """
 
 from __future__ import annotations
@@ -229,9 +232,9 @@ def write_state_pixel_dataset(spec, episodes: list[dict], *, dataset_id: str, ro
                               overwrite: bool, ref_min_score: float, ref_max_score: float,
                               algorithm_name: str, description: str,
                               extra_metadata: dict | None = None) -> str:
-    """Write ``episodes`` (dicts with state, pixels, actions, rewards, terminated, truncated,
-    success, tasks_completed) as a local Minari dataset with ``Dict{state, pixels}`` observations.
-    Returns the dataset folder."""
+    """Write ``episodes`` (dicts with state, pixels, actions, rewards, terminated, truncated, and
+    either ``infos`` (arrays of T+1 rows) or success and tasks_completed) as a local Minari dataset
+    with ``Dict{state, pixels}`` observations. Returns the dataset folder."""
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -252,8 +255,9 @@ def write_state_pixel_dataset(spec, episodes: list[dict], *, dataset_id: str, ro
                 observations={"state": ep["state"], "pixels": ep["pixels"]},
                 actions=ep["actions"], rewards=ep["rewards"],
                 terminations=terms, truncations=truncs,
-                infos={"success": np.asarray(ep["success"], dtype=bool),
-                       "tasks_completed": np.asarray(ep["tasks_completed"], dtype=np.int64)},
+                infos=ep.get("infos") or {
+                    "success": np.asarray(ep["success"], dtype=bool),
+                    "tasks_completed": np.asarray(ep["tasks_completed"], dtype=np.int64)},
             ))
         s = spec.image_size
         obs_space = gym.spaces.Dict({
@@ -283,6 +287,12 @@ def write_state_pixel_dataset(spec, episodes: list[dict], *, dataset_id: str, ro
 # ----------------------------------------------------------------------------- registry
 
 
+def _convert_cmil_shadowhand(spec, path, dataset_id, root, overwrite) -> str:
+    from envs.baoding_demos import convert  # the Baoding demos (envs/baoding_demos.py)
+
+    return convert(spec, path, dataset_id, root, overwrite)
+
+
 @dataclass(frozen=True)
 class NamedSource:
     name: str
@@ -300,7 +310,15 @@ NAMED_SOURCES: dict[str, NamedSource] = {
         convert=_convert_kitchen_paper,
         description="the CMIL paper's 10 Franka Kitchen demos, replayed in FrankaKitchen-v1",
     ),
+    "cmil-shadowhand": NamedSource(
+        name="cmil-shadowhand",
+        families=("baoding",),
+        default_dataset_id="cmil-bench/baoding/paper-v0",
+        convert=_convert_cmil_shadowhand,
+        description="the CMIL paper's 20 ShadowHand Baoding demos (recorded states, re-rendered frames)",
+    ),
 }
+
 
 
 def convert_named_source(task: str, source: str, path: str | None = None, *, root: str | None = None,
