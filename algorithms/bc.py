@@ -129,10 +129,9 @@ def train(run, cfg: Config) -> None:
             log.add(bc_loss=loss)
             step += 1
             bar.update(1)
+            run.check_finite({"bc_loss": loss}, step)  # every step: the error names the first bad one
             if clock.due(step):
-                losses = log.means()
-                run.check_finite(losses, step)
-                row = run.evaluate(policy.act, env_steps=0, grad_steps=step, extra=losses)
+                row = run.evaluate(policy.act, env_steps=0, grad_steps=step, extra=log.means())
                 bar.set_postfix(score=f"{row['norm_score']:.2f}")
                 run.checkpoint({"policy": policy.state_dict(), "opt": opt.state_dict(),
                                 "clock": clock.state_dict(), "log": log.state_dict(), "step": step})
