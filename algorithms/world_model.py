@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -311,8 +310,8 @@ class ConvDecoder(nn.Module):
 
 
 class WorldModel(nn.Module):
-    """Encoder + RSSM + decoder with their optimiser. ``cfg`` needs the world-model fields of the
-    latent agents' Config (deter, stoch, hidden, ensemble_size, ... see algorithms.cmil.Config)."""
+    """Encoder + RSSM + decoder with their optimiser. ``cfg`` needs the world-model fields of
+    ``algorithms.latent_agent.LatentConfig`` (deter, stoch, hidden, ensemble_size, ...)."""
 
     def __init__(self, obs_shape: Sequence[int], act_dim: int, cfg, obs_mean=None, obs_std=None):
         super().__init__()
@@ -320,26 +319,27 @@ class WorldModel(nn.Module):
         self.pixels = len(obs_shape) == 3
         if self.pixels:
             self.encoder = ConvEncoder(depth=cfg.cnn_depth, kernels=tuple(cfg.encoder_kernels),
-                                       act=cfg.act, image_size=obs_shape[0])
+                                       act=cfg.activation, image_size=obs_shape[0])
             embed_dim = self.encoder.out_dim
         else:
             d = int(obs_shape[0])
-            self.encoder = mlp(d, tuple(cfg.mlp_layers[:-1]), cfg.mlp_layers[-1], act=cfg.act,
-                               out_act=activation(cfg.act)())
+            self.encoder = mlp(d, tuple(cfg.mlp_layers[:-1]), cfg.mlp_layers[-1],
+                               act=cfg.activation, out_act=activation(cfg.activation)())
             embed_dim = cfg.mlp_layers[-1]
         self.rssm = RSSM(act_dim, embed_dim, cfg.deter, cfg.stoch, cfg.hidden, cfg.ensemble_size,
-                         cfg.act, cfg.std_act, cfg.min_std)
+                         cfg.activation, cfg.std_act, cfg.min_std)
         if self.pixels:
             self.decoder = ConvDecoder(self.rssm.feat_dim, cfg.cnn_depth, tuple(cfg.decoder_kernels),
-                                       cfg.act)
+                                       cfg.activation)
         else:
-            self.decoder = mlp(self.rssm.feat_dim, tuple(cfg.mlp_layers), int(obs_shape[0]), act=cfg.act)
+            self.decoder = mlp(self.rssm.feat_dim, tuple(cfg.mlp_layers), int(obs_shape[0]),
+                               act=cfg.activation)
         d = 1 if self.pixels else int(obs_shape[0])
         self.register_buffer("obs_mean", torch.zeros(d) if obs_mean is None
                              else torch.as_tensor(obs_mean, dtype=torch.float32))
         self.register_buffer("obs_std", torch.ones(d) if obs_std is None
                              else torch.as_tensor(obs_std, dtype=torch.float32))
-        self.opt = make_optimizer(self.parameters(), cfg.model_lr, cfg.opt_eps, cfg.weight_decay)
+        self.opt = make_optimizer(self.parameters(), cfg.model_lr, cfg.adam_eps, cfg.weight_decay)
 
     @property
     def feat_dim(self) -> int:
@@ -399,47 +399,3 @@ class WorldModel(nn.Module):
     def disagreement(self, deter: torch.Tensor) -> torch.Tensor:
         return self.rssm.disagreement(deter)
 
-
-class LatentPolicy:
-    """Acting with a world-model agent: keeps the filtered latent state and the previous action of
-    a batch of environments, so it maps observations to actions like a stateless policy.
-
-    ``mode="eval"`` acts with the actor's mean; ``"train"`` samples and adds Gaussian exploration
-    noise of std ``expl_noise``. The state resets on ``reset(n)``; without explicit resets (e.g. in
-    ``run.evaluate``) it also resets when the batch size changes or every ``episode_len`` calls.
-    """
-
-    def __init__(self, wm: WorldModel, actor, mode: str = "eval", expl_noise: float = 0.0,
-                 episode_len: int | None = None, device=None):
-        self.wm, self.actor, self.mode, self.expl_noise = wm, actor, mode, expl_noise
-        self.episode_len = episode_len
-        self.device = device if device is not None else next(wm.parameters()).device
-        self.state = None
-        self.prev_action = None
-        self.t = 0
-
-    def reset(self, n: int = 1) -> None:
-        self.state = self.wm.rssm.initial(n, self.device)
-        self.prev_action = torch.zeros(n, self.actor.act_dim, device=self.device)
-        self.t = 0
-
-    @torch.no_grad()
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        n = len(obs)
-        if (self.state is None or self.state["deter"].shape[0] != n
-                or (self.episode_len and self.t >= self.episode_len)):
-            self.reset(n)
-        obs_t = torch.as_tensor(np.ascontiguousarray(obs), device=self.device)
-        embed = self.wm.embed(obs_t)
-        self.state = self.wm.rssm.obs_step(self.state, self.prev_action, embed,
-                                           sample=self.mode == "train")
-        dist = self.actor(self.wm.rssm.feat(self.state))
-        if self.mode == "train":
-            action = dist.sample()
-            if self.expl_noise > 0:
-                action = (action + self.expl_noise * torch.randn_like(action)).clamp(-1, 1)
-        else:
-            action = dist.mode
-        self.prev_action = action
-        self.t += 1
-        return action.cpu().numpy()

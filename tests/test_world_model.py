@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms import cmil
-from algorithms.actor_critic import TruncNormal, lambda_return
+from algorithms.latent_agent import LatentConfig, TruncNormal, lambda_return
 from algorithms.sequence_replay import SequenceReplay
 from algorithms.world_model import WorldModel, gaussian_kl
 from cmil_bench.config import build_config
@@ -22,7 +21,7 @@ def small_cfg(**over):
     base = {"deter": 24, "stoch": 6, "hidden": 20, "ensemble_size": 4, "mlp_layers": "16,16",
             "cnn_depth": 4}
     base.update({k: str(v) for k, v in over.items()})
-    return build_config(cmil.Config, cmil.PRESETS, None, base, "cmil")
+    return build_config(LatentConfig, {}, None, base, "latent")
 
 
 def fake_batch(b, t, obs_shape, act_dim, seed=0):
