@@ -1,7 +1,9 @@
-"""Network parts that several algorithms share: MLPs, the 64x64 CNN encoder, augmentation."""
+"""Network parts that several algorithms share: MLPs, the stacked-weight ensemble, the 64x64 CNN
+encoder and the pixel trunk in front of it, random-shift augmentation."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -31,6 +33,41 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu",
     if out_act is not None:
         layers.append(out_act)
     return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """``n`` independent linear layers applied with one batched matmul: (n, B, i) -> (n, B, o).
+    Each member is initialised like ``nn.Linear`` (weight, then bias)."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """``n`` independent MLPs with stacked weights, evaluated together on one input:
+    x (B, in) -> (n, B, out). (Twin critics, Q ensembles.)"""
+
+    def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu"):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for h in hidden:
+            layers += [EnsembleLinear(n, d, h), activation(act)()]
+            d = h
+        layers.append(EnsembleLinear(n, d, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.unsqueeze(0).expand(self.n, *x.shape))
 
 
 class ConvEncoder(nn.Module):
@@ -101,3 +138,18 @@ class ObsEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.conv(obs) if self.pixels else obs.float()
+
+
+class PixelTrunk(nn.Module):
+    """The pixel trunk of the model-free learners: the CNN encoder, then linear + LayerNorm + tanh
+    to ``feature_dim`` features (DrQ's)."""
+
+    def __init__(self, obs_shape: Sequence[int], cnn_depth: int, feature_dim: int):
+        super().__init__()
+        self.base = ObsEncoder(obs_shape, depth=cnn_depth)
+        self.trunk = nn.Sequential(nn.Linear(self.base.out_dim, feature_dim), nn.LayerNorm(feature_dim),
+                                   nn.Tanh())
+        self.out_dim = feature_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.base(obs))
