@@ -38,7 +38,7 @@ import torch
 
 from algorithms.latent_agent import LatentAgent, LatentConfig, LatentTrainer
 from algorithms.latent_agent import eval_policy  # noqa: F401  (the harness API)
-from algorithms.world_model import clip_and_step
+from algorithms.optim import clip_and_step
 from cmil_bench.errors import UserError
 
 BC_INIT_MODES = ("joint", "frozen")

@@ -49,7 +49,8 @@ import torch.nn as nn
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
 from algorithms.nets import activation, mlp
 from algorithms.sequence_replay import SequenceReplay
-from algorithms.world_model import WorldModel, clip_and_step, make_optimizer
+from algorithms.optim import clip_and_step, make_optimizer
+from algorithms.world_model import WorldModel
 from cmil_bench.config import BaseConfig
 from cmil_bench.errors import UserError
 

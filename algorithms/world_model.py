@@ -21,90 +21,14 @@ through the shared ``ConvEncoder`` and a transposed-convolution decoder.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from algorithms.nets import ConvEncoder, activation, mlp, preprocess_image, random_shift
-
-
-class AdamW:
-    """Adam with decoupled weight decay (the DreamerV2 optimiser), stepping all tensors at once
-    through torch's fused kernel (a per-tensor loop where torch has none).
-
-    Why not ``torch.optim.AdamW``: its first ``step`` imports ``torch._dynamo``, which costs 3 to 8
-    seconds of CPU per process here, a tenth of a run's budget in the CPU sweep. Same update rule
-    (``tests/test_world_model.py`` checks it against torch.optim.AdamW).
-    """
-
-    def __init__(self, params, lr: float, eps: float = 1e-8, weight_decay: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999)):
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.eps, self.weight_decay, self.betas = float(lr), float(eps), float(weight_decay), betas
-        self.exp_avg: list[torch.Tensor] = []  # created on the parameters' device at first use,
-        self.exp_avg_sq: list[torch.Tensor] = []  # so the module may move (.to) after this
-        self.steps: list[torch.Tensor] = []
-        self.fused = hasattr(torch, "_fused_adamw_")
-
-    def _init_state(self) -> None:
-        if not self.exp_avg:
-            self.exp_avg = [torch.zeros_like(p) for p in self.params]
-            self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-            self.steps = [torch.zeros((), device=p.device) for p in self.params]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not idx:
-            return
-        self._init_state()
-        ps = [self.params[i] for i in idx]
-        grads = [p.grad for p in ps]
-        m, v, steps = ([lst[i] for i in idx] for lst in (self.exp_avg, self.exp_avg_sq, self.steps))
-        torch._foreach_add_(steps, 1.0)
-        b1, b2 = self.betas
-        if self.fused:
-            torch._fused_adamw_(ps, grads, m, v, [], steps, lr=self.lr, beta1=b1, beta2=b2,
-                                weight_decay=self.weight_decay, eps=self.eps, amsgrad=False,
-                                maximize=False)
-            return
-        for p, g, mi, vi, st in zip(ps, grads, m, v, steps):
-            t = float(st)
-            p.mul_(1.0 - self.lr * self.weight_decay)
-            mi.lerp_(g, 1.0 - b1)
-            vi.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            denom = (vi.sqrt() / math.sqrt(1.0 - b2 ** t)).add_(self.eps)
-            p.addcdiv_(mi, denom, value=-self.lr / (1.0 - b1 ** t))
-
-    def state_dict(self) -> dict:
-        self._init_state()
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._init_state()
-        for key in ("exp_avg", "exp_avg_sq", "steps"):
-            mine, theirs = getattr(self, key), state[key]
-            if len(mine) != len(theirs):
-                raise ValueError(f"optimiser state has {len(theirs)} tensors, expected {len(mine)}")
-            for a, b in zip(mine, theirs):
-                a.copy_(b)
-
-
-def make_optimizer(params, lr: float, eps: float, weight_decay: float) -> AdamW:
-    return AdamW(params, lr=lr, eps=eps, weight_decay=weight_decay)
-
-
-def clip_and_step(opt: AdamW, params, clip: float) -> None:
-    if clip > 0:
-        nn.utils.clip_grad_norm_(list(params), clip, foreach=True)
-    opt.step()
+from algorithms.nets import ConvEncoder, EnsembleLinear, activation, mlp, preprocess_image, random_shift
+from algorithms.optim import clip_and_step, make_optimizer
 
 
 # ---------------------------------------------------------------------------------------- parts
@@ -142,21 +66,16 @@ class NormGRUCell(nn.Module):
 
 
 class EnsemblePrior(nn.Module):
-    """K prior heads h -> hidden -> (mean, std) of z, with stacked weights."""
+    """K prior heads h -> hidden -> (mean, std) of z: two stacked-weight layers
+    (``nets.EnsembleLinear``), evaluated for one head, one head per step, or every head."""
 
     def __init__(self, k: int, deter: int, hidden: int, stoch: int, act: str, std_act: str,
                  min_std: float):
         super().__init__()
         self.k, self.stoch, self.std_act, self.min_std = k, stoch, std_act, min_std
         self.act = activation(act)()
-        self.w1 = nn.Parameter(torch.empty(k, deter, hidden))
-        self.b1 = nn.Parameter(torch.empty(k, hidden))
-        self.w2 = nn.Parameter(torch.empty(k, hidden, 2 * stoch))
-        self.b2 = nn.Parameter(torch.empty(k, 2 * stoch))
-        for w, b in ((self.w1, self.b1), (self.w2, self.b2)):  # nn.Linear's init, head by head
-            bound = 1.0 / math.sqrt(w.shape[1])
-            nn.init.uniform_(w, -bound, bound)
-            nn.init.uniform_(b, -bound, bound)
+        self.inp = EnsembleLinear(k, deter, hidden)
+        self.out = EnsembleLinear(k, hidden, 2 * stoch)
 
     def _stats(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, raw = out.chunk(2, -1)
@@ -164,20 +83,21 @@ class EnsemblePrior(nn.Module):
 
     def head(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior of head ``k`` for a batch h (N, deter)."""
-        x = self.act(torch.addmm(self.b1[k], h, self.w1[k]))
-        return self._stats(torch.addmm(self.b2[k], x, self.w2[k]))
+        x = self.act(torch.addmm(self.inp.bias[k, 0], h, self.inp.weight[k]))
+        return self._stats(torch.addmm(self.out.bias[k, 0], x, self.out.weight[k]))
 
     def per_step(self, h: torch.Tensor, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (L, N, deter) with head ks[t] at step t -> mean, std (L, N, stoch)."""
-        x = self.act(torch.baddbmm(self.b1[ks][:, None], h, self.w1[ks]))
-        return self._stats(torch.baddbmm(self.b2[ks][:, None], x, self.w2[ks]))
+        x = self.act(torch.baddbmm(self.inp.bias[ks], h, self.inp.weight[ks]))
+        return self._stats(torch.baddbmm(self.out.bias[ks], x, self.out.weight[ks]))
 
     def all_means(self, h: torch.Tensor) -> torch.Tensor:
         """Prior means of every head: h (N, deter) -> (K, N, stoch)."""
         n, d = h.shape
-        x = h @ self.w1.permute(1, 0, 2).reshape(d, -1)  # one matmul for all heads' first layer
-        x = self.act(x.view(n, self.k, -1).transpose(0, 1) + self.b1[:, None])
-        return torch.baddbmm(self.b2[:, None, : self.stoch], x, self.w2[:, :, : self.stoch])
+        w1 = self.inp.weight
+        x = h @ w1.permute(1, 0, 2).reshape(d, -1)  # one matmul for all heads' first layer
+        x = self.act(x.view(n, self.k, -1).transpose(0, 1) + self.inp.bias)
+        return torch.baddbmm(self.out.bias[:, :, : self.stoch], x, self.out.weight[:, :, : self.stoch])
 
 
 class RSSM(nn.Module):

@@ -100,13 +100,13 @@ def test_more_disagreement_lowers_the_imagined_reward():
     state = copy.deepcopy(agent.full_state())
     prior = agent.wm.rssm.prior
     with torch.no_grad():
-        for p in (prior.w1, prior.b1, prior.w2, prior.b2):
+        for p in prior.parameters():
             p[:] = p[0:1].clone()  # all heads equal: u = 0
     torch.manual_seed(5)
     m_same = agent.train_step(b, e)
     agent.load_full_state(state)
     with torch.no_grad():
-        for p in (prior.w1, prior.b1, prior.w2, prior.b2):
+        for p in prior.parameters():
             p[1:] = p[0:1] + 3.0 * (p[1:] - p[0:1])  # heads far apart
     torch.manual_seed(5)
     m_spread = agent.train_step(b, e)
