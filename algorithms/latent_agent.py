@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
-from algorithms.nets import activation, mlp
+from algorithms.nets import EnsembleMLP, mlp
 from algorithms.sequence_replay import SequenceReplay
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.world_model import WorldModel
@@ -204,39 +204,14 @@ class Actor(nn.Module):
         return TruncNormal(torch.tanh(mean), 2.0 * torch.sigmoid(raw / 2.0) + self.min_std)
 
 
-class EnsembleMLP(nn.Module):
-    """``n`` independent MLPs evaluated together (stacked weights): x (..., in) -> (n, ..., out)."""
-
-    def __init__(self, n: int, inp: int, hidden: Sequence[int], out: int, act: str):
-        super().__init__()
-        dims = [inp, *hidden, out]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for a, b in zip(dims[:-1], dims[1:]):
-            bound = 1.0 / math.sqrt(a)
-            self.weights.append(nn.Parameter(torch.empty(n, a, b).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(n, 1, b).uniform_(-bound, bound)))
-        self.act = activation(act)()
-        self.n = n
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        h = x.reshape(-1, x.shape[-1])
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.matmul(h, w) + b if i == 0 else torch.baddbmm(b, h, w)
-            if i < len(self.weights) - 1:
-                h = self.act(h)
-        return h.reshape(self.n, *lead, -1)
-
-
 class ActorCritic(nn.Module):
-    """The actor, the twin critics with their target copy, the discriminator, and their
-    optimisers (the update is ``LatentAgent.update_behaviour``)."""
+    """The actor, the twin critics (stacked weights) with their target copy, the discriminator,
+    and their optimisers (the update is ``LatentAgent.update_behaviour``)."""
 
     def __init__(self, feat_dim: int, act_dim: int, cfg: LatentConfig):
         super().__init__()
         self.actor = Actor(feat_dim, act_dim, cfg.actor_layers, cfg.activation, cfg.actor_min_std)
-        self.critic = EnsembleMLP(2, feat_dim + act_dim, cfg.critic_layers, 1, cfg.activation)
+        self.critic = EnsembleMLP(2, feat_dim + act_dim, cfg.critic_layers, 1, act=cfg.activation)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.disc = Discriminator(feat_dim + act_dim, cfg.disc_hidden, act=cfg.disc_activation,
                                   input_noise=cfg.disc_noise)
@@ -245,6 +220,12 @@ class ActorCritic(nn.Module):
                                          cfg.weight_decay)
         self.disc_opt = make_optimizer(self.disc.parameters(), cfg.disc_lr, cfg.adam_eps, cfg.weight_decay)
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+
+def twin_q(critic: EnsembleMLP, pair: torch.Tensor) -> torch.Tensor:
+    """Both critics' Q of (feature, action) pairs of any leading shape: (..., F + A) -> (2, ...)."""
+    lead = pair.shape[:-1]
+    return critic(pair.reshape(-1, pair.shape[-1])).reshape(critic.n, *lead)
 
 
 # --------------------------------------------------------------------------- imagination parts
@@ -381,7 +362,7 @@ class LatentAgent(nn.Module):
                 with torch.no_grad():  # for the log only, on a slice of the rollouts
                     u = wm.disagreement(seq["deter"][1:, : cfg.log_disagreement_n])
             reward = self.imagined_reward(d_prob, u)
-            q = ac.critic(pair).squeeze(-1).min(0).values  # (H, N)
+            q = twin_q(ac.critic, pair).min(0).values  # (H, N)
             ret = lambda_return(reward[:-1], q[:-1], g, q[-1], lam)
             objective = cfg.value_mix * q[:-1] + (1.0 - cfg.value_mix) * ret
             ent = TruncNormal(seq["loc"][:-1], seq["scale"][:-1]).entropy()
@@ -395,9 +376,9 @@ class LatentAgent(nn.Module):
         # --- critics: lambda-returns of a random target critic on the rollouts (+ real transitions)
         pair, reward = pair.detach(), reward.detach()
         with torch.no_grad():
-            tq = ac.target_critic(pair).squeeze(-1)[int(torch.randint(2, ()))]
+            tq = twin_q(ac.target_critic, pair)[int(torch.randint(2, ()))]
             tret = lambda_return(reward[:-1], tq[:-1], g, tq[-1], lam)
-        q_pred = ac.critic(pair[:-1]).squeeze(-1)  # (2, H-1, N)
+        q_pred = twin_q(ac.critic, pair[:-1])  # (2, H-1, N)
         critic_loss = (weight * (q_pred - tret) ** 2).mean()
         if cfg.critic_real_data:
             with torch.no_grad():
@@ -412,7 +393,7 @@ class LatentAgent(nn.Module):
                     real_pair = torch.cat([real_feat[bi, ti - 1], action[bi, ti]], -1)
                 r_real = self.discriminate(real_pair)
                 target = r_real + g * v_next
-            q_real = ac.critic(real_pair).squeeze(-1)
+            q_real = twin_q(ac.critic, real_pair)
             critic_loss = critic_loss + ((q_real - target) ** 2).mean()
         ac.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
