@@ -48,6 +48,7 @@ import torch.nn as nn
 
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
 from algorithms.nets import EnsembleMLP, mlp
+from algorithms.obs_norm import demo_statistics
 from algorithms.sequence_replay import SequenceReplay
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.world_model import WorldModel
@@ -94,7 +95,7 @@ class LatentConfig(BaseConfig):
     cnn_depth: int = 48
     encoder_kernels: tuple[int, ...] = (4, 4, 4, 4)
     decoder_kernels: tuple[int, ...] = (5, 5, 6, 6)
-    normalize_obs: bool = True  # standardise states with the demos' mean and std
+    normalize_obs: bool = True  # standardise states with the demos' mean and std (else: clip only)
     symlog_obs: bool = True  # then squash them with symlog (encoder input and decoder target)
     augment: bool = False  # random-shift augmentation of pixel sequences for the world model
     shift_pad: int = 4
@@ -305,7 +306,7 @@ class LatentAgent(nn.Module):
     # -- updates --------------------------------------------------------------------------------
     def tensors(self, *batches):
         """obs, action, is_first of numpy sequence batches, concatenated, on the agent's device."""
-        dev = self.wm.obs_mean.device
+        dev = next(self.wm.parameters()).device
         return [torch.as_tensor(np.concatenate([bt[k] for bt in batches]), device=dev)
                 for k in ("obs", "action", "is_first")]
 
@@ -498,9 +499,7 @@ class LatentTrainer:
         obs_shape = run.obs_shape
         mean = std = None
         if len(obs_shape) == 1 and cfg.normalize_obs:
-            states = np.concatenate([tr.observations[run.obs_key] for tr in run.demos]).astype(np.float64)
-            mean = states.mean(0).astype(np.float32)
-            std = np.maximum(states.std(0), 1e-2).astype(np.float32)
+            mean, std = demo_statistics(run.demos, run.obs_key)
         self.agent = agent_cls(obs_shape, run.act_dim, cfg, mean, std).to(run.device)
         self.replay = SequenceReplay(cfg.replay_size)
         self.replay.add_trajectories(run.demos, run.obs_key, protected=True)

@@ -15,7 +15,8 @@ and evaluated with one matmul plus one ``bmm`` (no Python loop over heads).
 
 Loss: reconstruction (Gaussian with unit variance: half the squared error, summed over the
 observation) + KL(posterior || prior) with KL balancing and free nats. There is no reward head.
-States go through MLP encoder/decoder (standardised with the demos' mean and std); 64x64 pixels
+States go through MLP encoder/decoder (standardised with the demos' mean and std by
+``algorithms.obs_norm.Standardizer``); 64x64 pixels
 through the shared ``ConvEncoder`` and a transposed-convolution decoder.
 """
 
@@ -28,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algorithms.nets import ConvEncoder, EnsembleLinear, activation, mlp, preprocess_image, random_shift
+from algorithms.obs_norm import Standardizer
 from algorithms.optim import clip_and_step, make_optimizer
 
 
@@ -254,11 +256,8 @@ class WorldModel(nn.Module):
         else:
             self.decoder = mlp(self.rssm.feat_dim, tuple(cfg.mlp_layers), int(obs_shape[0]),
                                act=cfg.activation)
-        d = 1 if self.pixels else int(obs_shape[0])
-        self.register_buffer("obs_mean", torch.zeros(d) if obs_mean is None
-                             else torch.as_tensor(obs_mean, dtype=torch.float32))
-        self.register_buffer("obs_std", torch.ones(d) if obs_std is None
-                             else torch.as_tensor(obs_std, dtype=torch.float32))
+        # states: the shared standardiser (algorithms/obs_norm.py) with the demos' statistics
+        self.obs_norm = None if self.pixels else Standardizer(int(obs_shape[0]), obs_mean, obs_std)
         self.opt = make_optimizer(self.parameters(), cfg.model_lr, cfg.adam_eps, cfg.weight_decay)
 
     @property
@@ -268,11 +267,12 @@ class WorldModel(nn.Module):
     # -- observations ---------------------------------------------------------------------------
     def target(self, obs: torch.Tensor) -> torch.Tensor:
         """What the decoder reconstructs: images in [-0.5, 0.5] (C, H, W), or states standardised
-        with the demos' statistics and then squashed with symlog (sign(x) log(1 + |x|)), so that a
-        dimension the demos barely vary (a block's rotation, say) cannot blow up the loss online."""
+        with the demos' statistics (the shared standardiser: std floor, clip at +-10) and then
+        squashed with symlog (sign(x) log(1 + |x|)), so that a dimension the demos barely vary (a
+        block's rotation, say) cannot blow up the loss online."""
         if self.pixels:
             return preprocess_image(obs)
-        x = (obs.float() - self.obs_mean) / self.obs_std
+        x = self.obs_norm(obs)
         return torch.sign(x) * torch.log1p(x.abs()) if self.cfg.symlog_obs else x
 
     def embed(self, obs: torch.Tensor) -> torch.Tensor:
