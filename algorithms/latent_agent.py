@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from algorithms.clock import EvalClock, IntervalMeans, reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
 from algorithms.nets import EnsembleMLP, mlp
 from algorithms.obs_norm import demo_statistics
@@ -511,26 +511,27 @@ class LatentTrainer:
                             f"{longest} rows); set seq_len <= {longest}")
         self.env_steps = 0
         self.grad_steps = 0
-        self.next_eval = cfg.eval_every
-        self.logs: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.clock = EvalClock(cfg.total_steps, cfg.eval_every)
+        self.losses = IntervalMeans()
 
     # -- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"agent": self.agent.full_state(), "replay": self.replay.state_dict(),
-                "env_steps": self.env_steps, "grad_steps": self.grad_steps, "next_eval": self.next_eval}
+                "env_steps": self.env_steps, "grad_steps": self.grad_steps,
+                "clock": self.clock.state_dict(), "losses": self.losses.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.agent.load_full_state(state["agent"])
         self.replay.load_state_dict(state["replay"])
         self.env_steps = state["env_steps"]
         self.grad_steps = state["grad_steps"]
-        self.next_eval = state["next_eval"]
+        self.clock.load_state_dict(state["clock"])
+        self.losses.load_state_dict(state["losses"])
 
     # -- steps ----------------------------------------------------------------------------------
     def log(self, metrics: dict) -> None:
-        """Keep one step's metrics for the next evaluation row (which logs their means)."""
-        for k, v in metrics.items():
-            self.logs[k].append(v)
+        """Add one step's metrics to the interval means of the next evaluation row."""
+        self.losses.add(**metrics)
 
     def update(self) -> None:
         """One full agent update on a replay batch and an expert batch."""
@@ -541,13 +542,12 @@ class LatentTrainer:
         self.grad_steps += 1
 
     def evaluate(self) -> dict:
-        extra = {}
-        for k in LOGGED:
-            vals = self.logs.get(k)
-            extra[k] = float(torch.stack(vals).float().mean()) if vals else float("nan")
-        self.run.check_finite({k: v for k, v in extra.items() if self.logs.get(k)}, self.grad_steps)
+        """One evaluation row (with the interval means of the ``LOGGED`` columns; empty where a
+        column was not logged in the interval) and a checkpoint."""
+        means = self.losses.means()
+        self.run.check_finite({k: means[k] for k in LOGGED if k in means}, self.grad_steps)
+        extra = {k: means.get(k, float("nan")) for k in LOGGED}
         extra["replay_steps"] = self.replay.n_steps
-        self.logs.clear()
         policy = self.agent.policy("eval", episode_len=self.run.task.max_episode_steps)
         row = self.run.evaluate(policy, self.env_steps, self.grad_steps, extra=extra)
         self.run.checkpoint(self.state_dict())
@@ -556,16 +556,16 @@ class LatentTrainer:
     def online(self) -> None:
         """Interact until ``total_steps``: whole episodes go to the replay when they end; after
         ``seed_steps``, every ``train_every`` env steps run ``updates_per_train`` updates;
-        evaluate (and checkpoint) at the first episode end after each ``eval_every`` and at the end."""
-        cfg, run = self.cfg, self.run
-        if self.env_steps >= cfg.total_steps:
+        evaluate (and checkpoint) when the clock says, at episode ends (algorithms/clock.py)."""
+        cfg, run, clock = self.cfg, self.run, self.clock
+        if clock.done(self.env_steps):
             return
         env = run.make_env()
         policy = self.agent.policy("train", expl_noise=cfg.expl_noise)
         random_seed = cfg.seed_policy == "random"
         with run.progress(cfg.total_steps, initial=self.env_steps) as bar:
-            while self.env_steps < cfg.total_steps:
-                obs, _ = env.reset(seed=int(run.rng.integers(2**31)))
+            while not clock.done(self.env_steps):
+                obs, _ = env.reset(seed=reset_seed(run.rng))
                 policy.reset(1)
                 observations, actions, done = [obs], [], False
                 while not done:
@@ -582,9 +582,7 @@ class LatentTrainer:
                             self.update()
                     done = term or trunc
                 self.replay.add_episode(np.stack(observations), np.stack(actions))
-                if self.env_steps >= self.next_eval or self.env_steps >= cfg.total_steps:
-                    while self.next_eval <= self.env_steps:
-                        self.next_eval += cfg.eval_every
+                if clock.due(self.env_steps):
                     row = self.evaluate()
                     bar.set_postfix(score=f"{row['norm_score']:.2f}")
         env.close()
