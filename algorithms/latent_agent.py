@@ -49,8 +49,8 @@ from algorithms.clock import EvalClock, IntervalMeans, reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
 from algorithms.nets import EnsembleMLP, mlp
 from algorithms.obs_norm import demo_statistics
-from algorithms.sequence_replay import SequenceReplay
 from algorithms.optim import clip_and_step, make_optimizer
+from algorithms.sequence_replay import SequenceReplay
 from algorithms.world_model import WorldModel
 from cmil_bench.config import BaseConfig
 from cmil_bench.errors import UserError

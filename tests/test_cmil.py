@@ -272,3 +272,7 @@ def test_cmil_resume_gives_the_same_metrics(tmp_path, monkeypatch, fetch_demos):
     resumed = run_smoke("cmil", "fetch-push", tmp_path / "b", monkeypatch, fetch_demos)
     cols = [c for c in full.columns if c != "wall_s"]
     pd.testing.assert_frame_equal(full[cols], resumed[cols])
+    # the checkpoint carries the evaluation clock and the (empty, just read out) interval means
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["algo_state"]
+    assert state["clock"]["next_eval"] > resumed["env_steps"].iloc[-1]
+    assert state["losses"] == {"sums": {}, "counts": {}}

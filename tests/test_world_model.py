@@ -63,6 +63,20 @@ def test_world_model_shapes_and_loss(obs_shape):
     assert any(not torch.equal(a, b) for a, b in zip(before, wm.parameters()))
 
 
+def test_states_go_through_the_shared_standardiser():
+    """The world model's input and target: the demos' statistics with the common std floor and
+    clip (algorithms/obs_norm.py), then symlog."""
+    from algorithms.obs_norm import CLIP, STD_FLOOR
+
+    mean, std = np.array([1.0, -2.0, 0.0], np.float32), np.array([2.0, 0.5, 1e-4], np.float32)
+    wm = WorldModel((3,), 2, small_cfg(), mean, std)
+    obs = torch.tensor([[3.0, -1.5, 0.0], [1.0, 100.0, 1.0]])
+    z = torch.tensor([[1.0, 1.0, 0.0], [0.0, CLIP, CLIP]])  # 102 / 0.5 and 1 / floor clip at CLIP
+    assert 1.0 / STD_FLOOR > CLIP
+    assert torch.allclose(wm.target(obs), torch.sign(z) * torch.log1p(z.abs()))
+    assert torch.allclose(WorldModel((3,), 2, small_cfg(symlog_obs=False), mean, std).target(obs), z)
+
+
 def test_kl_nonnegative_and_zero_for_identical():
     torch.manual_seed(0)
     m1, m2 = torch.randn(50, 8), torch.randn(50, 8)
