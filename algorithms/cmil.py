@@ -36,10 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from algorithms.latent_agent import LatentAgent, LatentConfig, LatentTrainer
-from algorithms.latent_agent import eval_policy  # noqa: F401  (the harness API)
+from algorithms.latent_agent import LatentAgent, LatentConfig, LatentTrainer, eval_policy
 from algorithms.optim import clip_and_step
 from cmil_bench.errors import UserError
+
+__all__ = ["PRESETS", "Config", "eval_policy", "train"]  # the harness API (cmil_bench.run)
 
 BC_INIT_MODES = ("joint", "frozen")
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from algorithms.latent_agent import LatentConfig, LatentTrainer
-from algorithms.latent_agent import eval_policy  # noqa: F401  (the harness API)
+from algorithms.latent_agent import LatentConfig, LatentTrainer, eval_policy
+
+__all__ = ["PRESETS", "Config", "eval_policy", "train"]  # the harness API (cmil_bench.run)
 
 
 @dataclass
