@@ -19,35 +19,31 @@ Time-limit ends (``truncated``) and the rollout's cut bootstrap with the value o
 observation; only ``terminated`` ends an episode with zero value.
 
 Observations: ``obs_norm="running"`` standardises state observations with running statistics
-(VecNormalize style, clipped at ``obs_clip``); they stay frozen during one iteration (the rollout,
-the discriminator and PPO all see the same normalisation, expert states included) and absorb the
-rollout's observations at its end. ``"demo"`` uses the demos' fixed statistics, ``"none"`` raw
-states. Pixels: a shared CNN encoder (``algorithms.nets.ObsEncoder``) + linear/LayerNorm/tanh
-trunk feeds the actor and the critic; the discriminator reads its detached features, so only
-PPO trains the encoder; random-shift augmentation (``augment``) applies to the frames of every
-discriminator minibatch (not to PPO's, whose probability ratios must compare the same inputs).
+(ikostrikov's VecNormalize, through the shared standardiser of ``algorithms.obs_norm``: its floor
+and clip); they stay frozen during one iteration (the rollout, the discriminator and PPO all see
+the same normalisation, expert states included) and absorb the rollout's observations at its end.
+``"demo"`` uses the demos' fixed statistics, ``"none"`` raw states. Pixels: the pixel trunk
+(``algorithms.nets.PixelTrunk``) feeds the actor and the critic; the discriminator reads its
+detached features, so only PPO trains the encoder; random-shift augmentation (``augment``) applies
+to the frames of every discriminator minibatch (not to PPO's, whose probability ratios must
+compare the same inputs).
 
 Faithful to ikostrikov/pytorch-a2c-ppo-acktr-gail's GAIL (Adam 3e-4, clip 0.2, 10 PPO epochs of
-32 minibatches,
-GAE 0.95, gamma 0.99, value coefficient 0.5, gradient norm 0.5, clipped value loss, 64x64 tanh
-actor and critic with a state-independent log-std; discriminator lr 1e-3, batch 128, 5 epochs per
-iteration after a 100-epoch warm-up in the first 10; reward normalised by the running std of the
-discounted return). Departures: several environments (``n_envs``) and rollouts that restart from
-fresh resets (so that evaluations and checkpoints fall between iterations with no environment
-state to save, and a resumed run continues exactly; with ``rollout_len`` equal to the episode
-length, 0 = the task's, non-terminating tasks lose nothing); the discriminator sees the executed
-(clipped) action. Demo subsampling (``subsample``; the reference took every 20th step of
-1000-step demos) is off by default because our demos are few and 50-300 steps long. The cpu
-preset (one core, <= 75 s a run) uses 4 minibatches per epoch, a 20-epoch discriminator
-warm-up capped at 8 minibatches per epoch, an initial policy std of exp(-1) (the expert's
-actions are small; with std 1 most exploratory actions saturate), PPO learning rate 1e-3 except
-on fetch-push (3e-4), and a smaller budget on the slow fetch-push (``task_total_steps``).
-Optional and off by default (not in the paper): behaviour cloning before the first rollout
+32 minibatches, GAE 0.95, discount 0.99, value coefficient 0.5, gradient norm 0.5, clipped value
+loss, 64x64 tanh actor and critic with a state-independent log-std; discriminator lr 1e-3, batch
+128, 5 epochs per iteration after a 100-epoch warm-up in the first 10; reward normalised by the
+running std of the discounted return). Departures: several environments (``n_envs``) and rollouts
+that restart from fresh resets (so that evaluations and checkpoints fall between iterations with
+no environment state to save, and a resumed run continues exactly; with ``rollout_len`` equal to
+the episode length, 0 = the task's, non-terminating tasks lose nothing); the discriminator sees
+the executed (clipped) action. Demo subsampling (``subsample``; the reference took every 20th step
+of 1000-step demos) is off by default because our demos are few and 50-300 steps long. Optional
+and off by default (not in the paper): behaviour cloning before the first rollout
 (``bc_init_steps``) and a BC term in every PPO loss (``bc_weight``), the anchoring CMIL's actor
-has, for comparisons that give the model-free learner the same start.
+has, for comparisons that give the model-free learner the same start (the ``gail-bc`` variant).
 
 Evaluations (and checkpoints) come after the first iteration that crosses each multiple of
-``eval_every`` environment steps, and after the last.
+``eval_every`` environment steps, and after the last (``algorithms.clock``).
 """
 
 from __future__ import annotations
@@ -59,9 +55,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from algorithms.dac import FlatAdam, parse_task_values, task_budget
-from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
-from algorithms.nets import ObsEncoder, mlp, random_shift
+from algorithms.clock import EvalClock, IntervalMeans, reset_seed
+from algorithms.demos import transitions
+from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty
+from algorithms.nets import PixelTrunk, mlp, random_shift
+from algorithms.obs_norm import RunningStatistics
+from algorithms.optim import FlatAdam
 from cmil_bench.config import BaseConfig
 from cmil_bench.errors import UserError
 
@@ -70,10 +69,6 @@ from cmil_bench.errors import UserError
 class Config(BaseConfig):
     total_steps: int = 1_000_000
     eval_every: int = 50_000
-    # Per-task budgets, for sweeps that mix cheap and slow environments: "TASK=STEPS" entries
-    # (TASK a task name or family) that replace total_steps / eval_every on that task.
-    task_total_steps: tuple[str, ...] = ()
-    task_eval_every: tuple[str, ...] = ()
     # Environments stepped side by side and steps per environment per rollout (0 = episode length).
     n_envs: int = 8
     rollout_len: int = 0
@@ -81,7 +76,7 @@ class Config(BaseConfig):
     lr: float = 3e-4
     lr_decay: bool = True
     adam_eps: float = 1e-5
-    gamma: float = 0.99
+    discount: float = 0.99
     gae_lambda: float = 0.95
     clip: float = 0.2
     ppo_epochs: int = 10
@@ -89,15 +84,14 @@ class Config(BaseConfig):
     num_minibatches: int = 32
     vf_coef: float = 0.5
     ent_coef: float = 0.0
-    max_grad_norm: float = 0.5
+    grad_clip: float = 0.5
     clip_value_loss: bool = True
     norm_adv: bool = True
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     log_std_init: float = 0.0
-    # Observation normalisation: "running" | "demo" | "none" (states only).
+    # Observation standardisation (states only; algorithms/obs_norm.py): "running" | "demo" | "none".
     obs_norm: str = "running"
-    obs_clip: float = 10.0
     # Discriminator.
     disc_hidden: tuple[int, ...] = (100, 100)
     disc_activation: str = "tanh"
@@ -109,7 +103,6 @@ class Config(BaseConfig):
     disc_warmup_epochs: int = 100
     # Cap on discriminator minibatches per epoch (0 = as many as the data allow).
     disc_max_batches: int = 0
-    reward_form: str = "logit"
     norm_reward: bool = True
     # Keep every k-th demo transition (random offset per demo); 1 keeps all.
     subsample: int = 1
@@ -120,7 +113,7 @@ class Config(BaseConfig):
     bc_init_steps: int = 0
     bc_weight: float = 0.0
     # Pixels only.
-    encoder_depth: int = 32
+    cnn_depth: int = 32
     feature_dim: int = 50
     augment: bool = True
     shift_pad: int = 4
@@ -128,68 +121,36 @@ class Config(BaseConfig):
     def __post_validate__(self):
         if self.obs_norm not in ("running", "demo", "none"):
             raise UserError(f"gail: obs_norm must be running|demo|none, got {self.obs_norm!r}")
-        if self.reward_form not in ("logit", "gail", "prob", "log"):
-            raise UserError(f"gail: reward_form must be logit|gail|prob|log, got {self.reward_form!r}")
         for name in ("total_steps", "n_envs", "ppo_epochs", "num_minibatches", "disc_batch_size",
-                     "subsample", "feature_dim", "encoder_depth"):
+                     "subsample", "feature_dim", "cnn_depth"):
             if getattr(self, name) <= 0:
                 raise UserError(f"gail: {name} must be positive, got {getattr(self, name)!r}")
         for name in ("rollout_len", "disc_epochs", "disc_warmup_iters", "disc_warmup_epochs",
-                     "disc_max_batches", "gp_weight", "ent_coef", "vf_coef", "max_grad_norm",
+                     "disc_max_batches", "gp_weight", "ent_coef", "vf_coef", "grad_clip",
                      "shift_pad", "bc_init_steps", "bc_weight"):
             if getattr(self, name) < 0:
                 raise UserError(f"gail: {name} must be >= 0, got {getattr(self, name)!r}")
-        parse_task_values(self.task_total_steps, "task_total_steps", "gail")
-        parse_task_values(self.task_eval_every, "task_eval_every", "gail")
-        if not 0 <= self.gamma < 1 or not 0 <= self.gae_lambda <= 1:
-            raise UserError(f"gail: gamma must be in [0, 1) and gae_lambda in [0, 1], "
-                            f"got {self.gamma!r}, {self.gae_lambda!r}")
+        if not 0 <= self.discount < 1 or not 0 <= self.gae_lambda <= 1:
+            raise UserError(f"gail: discount must be in [0, 1) and gae_lambda in [0, 1], "
+                            f"got {self.discount!r}, {self.gae_lambda!r}")
 
 
 PRESETS = {
-    # Default CPU sweep (pointmaze-umaze, fetch-push; one core, <= 75 s a run).
-    # PPO's learning rate 1e-3 (decayed linearly as usual): on pointmaze-umaze, seeds 0-2, final
-    # norm_score 0.57 / 0.55 / 0.60 with 3e-4 -> 0.66 / 0.63 / 0.60; on fetch-push 1e-3 did worse
-    # (seeds 0-1: 0.49 / 0.45 -> 0.24 / 0.20), so it keeps 3e-4 there (benchmarks/RESULTS.md).
-    "cpu": {"total_steps": 300_000, "eval_every": 50_000, "task_total_steps": ("fetch-push=30000",),
-            "task_eval_every": ("fetch-push=10000",), "n_envs": 8, "num_minibatches": 4,
-            "disc_warmup_epochs": 20, "disc_max_batches": 8, "log_std_init": -1.0, "lr": 1e-3,
-            "per_task": {"fetch-push": {"lr": 3e-4}}},
+    # benchmarks/RESULTS.md, "GAIL and DAC (cpu preset, states, 10 demos)" and GAIL's session 3.
+    "cpu": {"total_steps": 300_000, "eval_every": 50_000, "n_envs": 8, "num_minibatches": 4,
+            "disc_warmup_epochs": 20, "disc_max_batches": 8, "log_std_init": -1.0, "lr": 1e-3},
     # A few seconds, for tests.
     "smoke": {"total_steps": 240, "eval_every": 120, "eval_episodes": 2, "n_envs": 2,
               "rollout_len": 60, "ppo_epochs": 2, "num_minibatches": 4, "disc_batch_size": 32,
               "disc_warmup_iters": 1, "disc_warmup_epochs": 2, "disc_epochs": 1, "hidden": (16,),
-              "disc_hidden": (16,), "encoder_depth": 4, "feature_dim": 16},
+              "disc_hidden": (16,), "cnn_depth": 4, "feature_dim": 16},
 }
 
 
 # ------------------------------------------------------------------------ pieces
 
 
-class RunningMeanStd:
-    """Running mean and variance (Chan et al.'s parallel update), float64."""
-
-    def __init__(self, shape=()):
-        self.mean = np.zeros(shape, np.float64)
-        self.var = np.ones(shape, np.float64)
-        self.count = 1e-4
-
-    def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, np.float64).reshape(-1, *self.mean.shape)
-        bm, bv, n = x.mean(0), x.var(0), x.shape[0]
-        delta, tot = bm - self.mean, self.count + n
-        self.mean = self.mean + delta * n / tot
-        self.var = (self.var * self.count + bv * n + delta ** 2 * self.count * n / tot) / tot
-        self.count = tot
-
-    def state_dict(self) -> dict:
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": self.count}
-
-    def load_state_dict(self, s: dict) -> None:
-        self.mean, self.var, self.count = np.array(s["mean"]), np.array(s["var"]), float(s["count"])
-
-
-def discounted_return_scale(rewards: np.ndarray, dones: np.ndarray, rms: RunningMeanStd,
+def discounted_return_scale(rewards: np.ndarray, dones: np.ndarray, rms: RunningStatistics,
                             gamma: float) -> np.ndarray:
     """Feed the running discounted return of each environment (rows = time) into ``rms`` and
     return the rewards divided by its standard deviation (ikostrikov's ret_rms)."""
@@ -222,14 +183,12 @@ def gae(rewards, values, next_values, terminated, ended, gamma: float, lam: floa
 class ActorCritic(nn.Module):
     def __init__(self, obs_shape, act_dim: int, cfg: Config):
         super().__init__()
-        self.base = ObsEncoder(obs_shape, depth=cfg.encoder_depth)
-        self.pixels = self.base.pixels
+        self.pixels = len(obs_shape) == 3
         if self.pixels:
-            self.trunk = nn.Sequential(nn.Linear(self.base.out_dim, cfg.feature_dim),
-                                       nn.LayerNorm(cfg.feature_dim), nn.Tanh())
+            self.encoder = PixelTrunk(obs_shape, cfg.cnn_depth, cfg.feature_dim)
             self.feat_dim = cfg.feature_dim
         else:
-            self.feat_dim = self.base.out_dim
+            self.feat_dim = int(obs_shape[0])
         self.pi = mlp(self.feat_dim, cfg.hidden, act_dim, act=cfg.activation)
         self.v = mlp(self.feat_dim, cfg.hidden, 1, act=cfg.activation)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.log_std_init)))
@@ -242,7 +201,7 @@ class ActorCritic(nn.Module):
         nn.init.orthogonal_(self.v[-1].weight, 1.0)
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.trunk(self.base(obs)) if self.pixels else obs.float()
+        return self.encoder(obs) if self.pixels else obs.float()
 
     def dist(self, feat: torch.Tensor) -> torch.distributions.Normal:
         return torch.distributions.Normal(self.pi(feat), self.log_std.exp().expand(feat.shape[0], -1))
@@ -253,16 +212,13 @@ class ActorCritic(nn.Module):
 
 class MeanPolicy:
     """The deterministic policy (the Gaussian's mean, clipped to [-1, 1]) on observations
-    standardised with ``obs_rms`` (a live ``RunningMeanStd``; None = raw observations)."""
+    standardised with ``obs_rms`` (live ``RunningStatistics``; None = raw observations)."""
 
-    def __init__(self, ac: ActorCritic, obs_rms: RunningMeanStd | None, clip: float, device):
-        self.ac, self.obs_rms, self.clip, self.device = ac, obs_rms, clip, device
+    def __init__(self, ac: ActorCritic, obs_rms: RunningStatistics | None, device):
+        self.ac, self.obs_rms, self.device = ac, obs_rms, device
 
     def normalize(self, o: np.ndarray) -> np.ndarray:
-        if self.obs_rms is None:
-            return o
-        x = (o - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + 1e-8)
-        return np.clip(x, -self.clip, self.clip).astype(np.float32)
+        return o if self.obs_rms is None else self.obs_rms.standardize(o)
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray) -> np.ndarray:
@@ -276,24 +232,9 @@ def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, task, device,
     ac.load_state_dict(state["ac"])
     rms = None
     if cfg.obs_norm != "none" and len(obs_shape) != 3:
-        rms = RunningMeanStd(obs_shape)
+        rms = RunningStatistics(obs_shape)
         rms.load_state_dict(state["obs_rms"])
-    return MeanPolicy(ac, rms, cfg.obs_clip, device)
-
-
-def expert_arrays(demos, obs_key: str, subsample: int, rng: np.random.Generator):
-    obs, act = [], []
-    for tr in demos:
-        n = len(tr)
-        keep = np.ones(n, dtype=bool)
-        if subsample > 1:
-            keep = (np.arange(n) + int(rng.integers(subsample))) % subsample == 0
-        obs.append(tr.observations[obs_key][:-1][keep])
-        act.append(tr.actions[keep])
-    obs, act = np.concatenate(obs), np.clip(np.concatenate(act).astype(np.float32), -1.0, 1.0)
-    if len(act) == 0:
-        raise UserError("gail: the demos hold no transitions")
-    return obs, act
+    return MeanPolicy(ac, rms, device)
 
 
 # ------------------------------------------------------------------------ training loop
@@ -305,40 +246,38 @@ def train(run, cfg: Config) -> None:
     pixels = len(obs_shape) == 3
     T = cfg.rollout_len or int(run.task.max_episode_steps)
     N = cfg.n_envs
-    total_steps, eval_every = task_budget(cfg, run.task)
-    iters_total = math.ceil(total_steps / (N * T))
+    iters_total = math.ceil(cfg.total_steps / (N * T))
 
-    exp_obs, exp_act = expert_arrays(run.demos, run.obs_key, cfg.subsample, run.rng)
-    obs_rms = RunningMeanStd(obs_shape if not pixels else ())
+    demos = transitions(run.demos, run.obs_key, subsample=cfg.subsample, rng=run.rng)
+    exp_obs, exp_act = demos["obs"], demos["action"]
+    obs_rms = RunningStatistics(obs_shape if not pixels else ())
     use_norm = cfg.obs_norm != "none" and not pixels
     # "demo" statistics, or the running statistics' start when BC fits the policy before any
     # rollout (so that its inputs do not jump when the first rollout arrives).
     if not pixels and (cfg.obs_norm == "demo" or (cfg.obs_norm == "running" and cfg.bc_init_steps)):
         s = np.concatenate([t.observations[run.obs_key] for t in run.demos]).astype(np.float64)
         obs_rms.mean, obs_rms.var, obs_rms.count = s.mean(0), s.var(0), float(len(s))
-    ret_rms = RunningMeanStd(())
+    ret_rms = RunningStatistics(())
 
     ac = ActorCritic(obs_shape, act_dim, cfg).to(dev)
     disc = Discriminator(ac.feat_dim + act_dim, cfg.disc_hidden, act=cfg.disc_activation).to(dev)
     opt = FlatAdam(ac, cfg.lr, eps=cfg.adam_eps)
     disc_opt = FlatAdam(disc, cfg.disc_lr)
+    clock = EvalClock(cfg.total_steps, cfg.eval_every)
+    log = IntervalMeans()
 
-    it, env_steps, grad_steps, disc_steps, next_eval = 0, 0, 0, 0, eval_every
-    stats: dict[str, float] = {}
+    it, env_steps, grad_steps, disc_steps = 0, 0, 0, 0
     state = run.restore()
     if state is not None:
-        ac.load_state_dict(state["ac"])
-        disc.load_state_dict(state["disc"])
-        opt.load_state_dict(state["opt"])
-        disc_opt.load_state_dict(state["disc_opt"])
-        obs_rms.load_state_dict(state["obs_rms"])
-        ret_rms.load_state_dict(state["ret_rms"])
-        it, env_steps, grad_steps = state["it"], state["env_steps"], state["grad_steps"]
-        disc_steps, next_eval, stats = state["disc_steps"], state["next_eval"], dict(state["stats"])
-        if it >= iters_total and run.rows:
+        for name, obj in (("ac", ac), ("disc", disc), ("opt", opt), ("disc_opt", disc_opt),
+                          ("obs_rms", obs_rms), ("ret_rms", ret_rms), ("clock", clock), ("log", log)):
+            obj.load_state_dict(state[name])
+        it, env_steps, grad_steps, disc_steps = (state[k] for k in ("it", "env_steps", "grad_steps",
+                                                                     "disc_steps"))
+        if clock.done(env_steps) and run.rows:
             return
 
-    mean_policy = MeanPolicy(ac, obs_rms if use_norm else None, cfg.obs_clip, dev)
+    mean_policy = MeanPolicy(ac, obs_rms if use_norm else None, dev)
     normalize = mean_policy.normalize
 
     def to_t(x) -> torch.Tensor:
@@ -361,12 +300,12 @@ def train(run, cfg: Config) -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        stats["bc_loss"] = loss.item()
+            log.add(bc_init_loss=loss)
         opt.reset()  # PPO starts with fresh Adam moments
 
     envs = [run.make_env() for _ in range(N)]
     with run.progress(iters_total * N * T, initial=env_steps) as bar:
-        while it < iters_total:
+        while not clock.done(env_steps):
             # ---- 1. rollout (fresh resets) ------------------------------------------------------
             obs_buf = np.zeros((T, N, *obs_shape), dtype=np.uint8 if pixels else np.float32)
             raw_buf = np.zeros((T, N, *obs_shape), np.float32) if use_norm else None
@@ -374,7 +313,7 @@ def train(run, cfg: Config) -> None:
             act_buf = np.zeros((T, N, act_dim), np.float32)
             term_buf = np.zeros((T, N), np.float32)
             end_buf = np.zeros((T, N), np.float32)
-            obs = np.stack([e.reset(seed=int(rng.integers(2**31)))[0] for e in envs])
+            obs = np.stack([e.reset(seed=reset_seed(rng))[0] for e in envs])
             nxt = np.empty_like(obs)
             with torch.no_grad():
                 for t in range(T):
@@ -392,7 +331,7 @@ def train(run, cfg: Config) -> None:
                         term_buf[t, i] = float(term)
                         end_buf[t, i] = float(term or trunc or t == T - 1)
                         if (term or trunc) and t < T - 1:
-                            o2, _ = e.reset(seed=int(rng.integers(2**31)))
+                            o2, _ = e.reset(seed=reset_seed(rng))
                         obs[i] = o2
                     nxt_buf[t] = normalize(nxt)
             env_steps += N * T
@@ -426,21 +365,20 @@ def train(run, cfg: Config) -> None:
                     (bce + cfg.gp_weight * gp).backward()
                     disc_opt.step()
                     disc_steps += 1
-            stats.update(disc_loss=bce.item(), disc_acc=acc.item(), disc_gp=gp.item())
+                    log.add(disc_loss=bce, disc_acc=acc, disc_gp=gp)
 
-            # ---- 3. rewards, values, advantages -------------------------------------------------
+            # ---- 3. rewards (the discriminator's logit), values, advantages --------------------
             with torch.no_grad():
                 f_all = ac.features(flat_obs)
-                logits = disc(torch.cat([f_all, exec_act], -1))
-                rew = reward_from_logits(logits, cfg.reward_form).cpu().numpy().reshape(T, N)
+                rew = disc(torch.cat([f_all, exec_act], -1)).cpu().numpy().reshape(T, N)
                 values = ac.value(f_all).cpu().numpy().reshape(T, N)
                 next_values = ac.value(ac.features(to_t(nxt_buf.reshape(T * N, *obs_shape))))
                 next_values = next_values.cpu().numpy().reshape(T, N)
                 old_logp = ac.dist(f_all).log_prob(flat_act).sum(-1)
-            stats["train_reward"] = float(rew.mean())
+            log.add(train_reward=float(rew.mean()))
             if cfg.norm_reward:
-                rew = discounted_return_scale(rew, end_buf, ret_rms, cfg.gamma)
-            adv, ret = gae(rew, values, next_values, term_buf, end_buf, cfg.gamma, cfg.gae_lambda)
+                rew = discounted_return_scale(rew, end_buf, ret_rms, cfg.discount)
+            adv, ret = gae(rew, values, next_values, term_buf, end_buf, cfg.discount, cfg.gae_lambda)
             adv_t, ret_t = to_t(adv.reshape(-1)), to_t(ret.reshape(-1))
             val_t = to_t(values.reshape(-1))
 
@@ -471,32 +409,32 @@ def train(run, cfg: Config) -> None:
                     if cfg.bc_weight > 0:
                         bcl = bc_loss(rng.integers(0, len(exp_act), size=mb))
                         loss = loss + cfg.bc_weight * bcl
-                        stats["bc_loss"] = bcl.item()
+                        log.add(bc_loss=bcl)
                     opt.zero_grad()
                     loss.backward()
-                    if cfg.max_grad_norm > 0:
-                        opt.clip_grad_norm(cfg.max_grad_norm)
+                    if cfg.grad_clip > 0:
+                        opt.clip_grad_norm(cfg.grad_clip)
                     opt.step()
                     grad_steps += 1
-            stats.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), entropy=ent.item(),
-                         approx_kl=((ratio - 1) - ratio.log()).mean().item())
+                    with torch.no_grad():
+                        kl = ((ratio - 1) - ratio.log()).mean()
+                    log.add(pg_loss=pg_loss, v_loss=v_loss, entropy=ent, approx_kl=kl)
 
             # ---- 5. running observation statistics ---------------------------------------------
             if cfg.obs_norm == "running" and not pixels:
                 obs_rms.update(raw_buf.reshape(T * N, -1))
             it += 1
 
-            if env_steps >= next_eval or it >= iters_total:
-                while next_eval <= env_steps:
-                    next_eval += eval_every
-                run.check_finite({k: stats[k] for k in ("disc_loss", "pg_loss", "v_loss")}, grad_steps)
+            if clock.due(env_steps):
+                losses = log.means()
+                run.check_finite(losses, grad_steps)
                 run.evaluate(mean_policy, env_steps, grad_steps,
-                             extra={"disc_steps": disc_steps, "iterations": it, **stats})
+                             extra={"disc_steps": disc_steps, "iterations": it, **losses})
                 run.checkpoint({
                     "ac": ac.state_dict(), "disc": disc.state_dict(), "opt": opt.state_dict(),
                     "disc_opt": disc_opt.state_dict(), "obs_rms": obs_rms.state_dict(),
-                    "ret_rms": ret_rms.state_dict(), "it": it, "env_steps": env_steps,
-                    "grad_steps": grad_steps, "disc_steps": disc_steps, "next_eval": next_eval,
-                    "stats": stats})
+                    "ret_rms": ret_rms.state_dict(), "clock": clock.state_dict(),
+                    "log": log.state_dict(), "it": it, "env_steps": env_steps,
+                    "grad_steps": grad_steps, "disc_steps": disc_steps})
     for e in envs:
         e.close()

@@ -52,7 +52,8 @@ class ReplayBuffer:
         self._check_keys(tr)
         n = {len(v) for v in tr.values()}
         if len(n) != 1:
-            raise ValueError(f"add_batch fields have different lengths: { {k: len(v) for k, v in tr.items()} }")
+            lengths = {k: len(v) for k, v in tr.items()}
+            raise ValueError(f"add_batch fields have different lengths: {lengths}")
         n = n.pop()
         for j in range(0, n, self.capacity):  # chunks no longer than the buffer
             m = min(self.capacity, n - j)
@@ -67,23 +68,6 @@ class ReplayBuffer:
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         return rng.integers(0, self.size, size=int(n))
-
-    def windows(self, idx: np.ndarray, n: int, last_field: str = "last") -> tuple[np.ndarray, np.ndarray]:
-        """Windows of up to ``n`` consecutive rows starting at each of ``idx``, for n-step returns.
-
-        Returns ``(rows, valid)``, both of shape ``(len(idx), n)``: ``rows[b, k]`` is the row ``k``
-        places after ``idx[b]`` (modulo the capacity) and ``valid[b, k]`` says whether it belongs
-        to the same window: a window stops after a row whose ``last_field`` is nonzero (the last
-        transition of an episode) and before the row the buffer writes next (so it never runs
-        past the newest transition, or into the oldest one of a full ring)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        rows = (idx[:, None] + np.arange(int(n))[None, :]) % self.capacity
-        valid = np.ones(rows.shape, dtype=bool)
-        last = self.data[last_field]
-        for k in range(1, int(n)):
-            prev = rows[:, k - 1]
-            valid[:, k] = valid[:, k - 1] & (last[prev] == 0) & (rows[:, k] != self.ptr)
-        return rows, valid
 
     def get(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[idx] for k, v in self.data.items()}

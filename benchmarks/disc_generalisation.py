@@ -82,7 +82,7 @@ def disc_logits(run_dir: str | Path, last: int = 2500) -> dict:
         o = torch.as_tensor(np.ascontiguousarray(obs))
         flag = torch.zeros(len(o)) if absorbing is None else torch.as_tensor(absorbing, dtype=torch.float32)
         feat = agent.critic.features(o, flag)
-        logit = agent.disc(agent._disc_x(feat, torch.as_tensor(act, dtype=torch.float32))).numpy()
+        logit = agent.disc(torch.cat([feat, torch.as_tensor(act, dtype=torch.float32)], -1)).numpy()
         return float(logit.mean()), float((logit > 0).mean())
 
     rep = state["replay"]

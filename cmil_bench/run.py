@@ -203,16 +203,6 @@ class Run:
     def act_dim(self) -> int:
         return int(self.action_space.shape[0])
 
-    def demo_arrays(self) -> dict[str, np.ndarray]:
-        """All demo transitions flattened: obs, next_obs, actions, terminals (one row per step)."""
-        k = self.obs_key
-        obs = np.concatenate([t.observations[k][:-1] for t in self.demos])
-        nxt = np.concatenate([t.observations[k][1:] for t in self.demos])
-        act = np.concatenate([t.actions for t in self.demos]).astype(np.float32)
-        term = np.concatenate([
-            np.eye(1, len(t), len(t) - 1, dtype=bool)[0] & t.terminated for t in self.demos])
-        return {"obs": obs, "next_obs": nxt, "actions": act, "terminals": term}
-
     # -- reference returns for norm_score ---------------------------------------------------
     def _references(self) -> tuple[float, float]:
         task = self.task

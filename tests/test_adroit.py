@@ -94,7 +94,7 @@ def test_adroit_trains_from_a_local_d4rl_shaped_dataset(tmp_path, monkeypatch, d
     demo_writers.minari(root, "D4RL/door/human-v2", lengths=(20, 20, 20), terminal=(False,) * 3)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     path = execute(algo="bc", task="door", n_demos=2, seed=0, out=tmp_path / "run", preset="smoke",
-                   overrides={"grad_steps": "20", "eval_every": "20", "eval_episodes": "1"})
+                   overrides={"total_steps": "20", "eval_every": "20", "eval_episodes": "1"})
     df = pd.read_csv(path)
     assert list(df["demo_source"].unique()) == ["minari:D4RL/door/human-v2"]
     lo, hi = D4RL_REF_SCORES["door"]

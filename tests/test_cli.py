@@ -90,7 +90,7 @@ def test_busy_run_folder_is_refused(tmp_path, demo_source, capsys):
     assert_clean_failure(rc, err, str(out), "in use", out=out)
     assert not (out / "config.json").exists()
     # once free, the same folder runs
-    rc, _, err = call_cli(run_argv(out, demo_source, sets={"grad_steps": 30}), capsys)
+    rc, _, err = call_cli(run_argv(out, demo_source, sets={"total_steps": 30}), capsys)
     assert rc == 0, err
 
 

@@ -188,7 +188,7 @@ def test_unknown_preset(tmp_path, demo_source, capsys):
 
 @pytest.mark.parametrize("key,value,expect", [
     ("lr", "abc", "number"),
-    ("grad_steps", "1.5", "integer"),
+    ("total_steps", "1.5", "integer"),
     ("normalize_obs", "maybe", "true/false"),
     ("hidden", "(64,x)", "integer"),
 ])

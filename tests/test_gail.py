@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from algorithms import gail
+from algorithms.obs_norm import CLIP, RunningStatistics
+from algorithms.optim import FlatAdam
 from cmil_bench.config import build_config
 from cmil_bench.errors import UserError
 from cmil_bench.run import METRIC_COLUMNS, execute
@@ -35,32 +37,31 @@ def test_gae_bootstraps_truncation_but_not_termination():
         np.testing.assert_allclose(ret, adv + v, rtol=1e-6)
 
 
-def test_running_mean_std_matches_numpy():
-    rng = np.random.default_rng(0)
-    rms = gail.RunningMeanStd((3,))
-    chunks = [rng.normal(2.0, 3.0, size=(n, 3)) for n in (5, 50, 1, 20)]
-    for c in chunks:
-        rms.update(c)
-    allx = np.concatenate(chunks)
-    np.testing.assert_allclose(rms.mean, allx.mean(0), rtol=1e-4)
-    np.testing.assert_allclose(rms.var, allx.var(0), rtol=1e-3)
-    other = gail.RunningMeanStd((3,))
-    other.load_state_dict(rms.state_dict())
-    np.testing.assert_array_equal(other.mean, rms.mean)
+def test_running_statistics_standardise_the_policy_inputs():
+    """obs_norm=running: the evaluation policy standardises with the shared floor and clip."""
+    torch.manual_seed(0)
+    cfg = build_config(gail.Config, gail.PRESETS, None, {"hidden": "16"}, "gail")
+    ac = gail.ActorCritic((2,), 1, cfg)
+    rms = RunningStatistics((2,))
+    rms.update(np.array([[0.0, 5.0], [2.0, 5.0]]))  # the second dimension never moves
+    policy = gail.MeanPolicy(ac, rms, torch.device("cpu"))
+    x = policy.normalize(np.array([[1.0, 5.5]], np.float32))
+    np.testing.assert_allclose(x, [[0.0, CLIP]], atol=1e-3)  # 0.5 / STD_FLOOR, clipped
+    assert gail.MeanPolicy(ac, None, torch.device("cpu")).normalize(x) is x
 
 
 def test_reward_scaled_by_std_of_discounted_return():
     rew = np.ones((4, 2), np.float32)
     dones = np.array([[0, 0], [1, 0], [0, 0], [0, 1]], np.float32)
-    rms = gail.RunningMeanStd(())
+    rms = RunningStatistics(())
     out = gail.discounted_return_scale(rew, dones, rms, gamma=0.5)
     rets = np.array([1, 1.5, 1, 1.5, 1, 1.5, 1.75, 1.875])  # env 0 restarts after step 1
     np.testing.assert_allclose(rms.mean, rets.mean(), rtol=1e-4)
     np.testing.assert_allclose(out, rew / np.sqrt(rets.var() + 1e-8), rtol=1e-3)
 
 
-@pytest.mark.parametrize("key,value", [("obs_norm", "batch"), ("reward_form", "exp"),
-                                       ("n_envs", 0), ("num_minibatches", -1), ("gamma", 1.0)])
+@pytest.mark.parametrize("key,value", [("obs_norm", "batch"), ("n_envs", 0), ("num_minibatches", -1),
+                                       ("discount", 1.0), ("grad_clip", -1), ("cnn_depth", 0)])
 def test_bad_config_names_the_value(key, value):
     with pytest.raises(UserError, match=key):
         build_config(gail.Config, gail.PRESETS, None, {key: value}, "gail")
@@ -103,7 +104,7 @@ def test_policy_and_value_train_on_a_fixed_reward():
     torch.manual_seed(0)
     cfg = build_config(gail.Config, gail.PRESETS, None, {"hidden": "16"}, "gail")
     ac = gail.ActorCritic((3,), 1, cfg)
-    opt = gail.FlatAdam(ac, 3e-3)
+    opt = FlatAdam(ac, 3e-3)
     obs = torch.randn(256, 3)
     before = ac.pi(obs).mean().item()
     for _ in range(200):
@@ -118,20 +119,28 @@ def test_policy_and_value_train_on_a_fixed_reward():
 
 
 def test_bc_init_and_bc_term_fit_the_policy_mean(demo_root, tmp_path):
-    # After the BC start (no BC term later, so bc_loss stays the start's last loss) the policy
-    # mean fits the demos' actions far better than a zero policy does.
+    # After the BC start (and two short PPO iterations without a BC term) the policy mean fits
+    # the demos' actions far better than a zero policy does (fixed demo statistics, so that the
+    # checkpoint's policy sees the inputs BC saw).
     from envs.datasets import load_demos
     from envs.registry import get_task
 
-    p = execute(algo="gail", task="pointmaze-umaze", n_demos=3, seed=1, out=tmp_path / "bc",
-                preset="smoke", overrides={"bc_init_steps": "1000", "hidden": "64,64"},
-                show_progress=False)
+    out = tmp_path / "bc"
+    overrides = {"bc_init_steps": "1000", "hidden": "64,64", "obs_norm": "demo"}
+    p = execute(algo="gail", task="pointmaze-umaze", n_demos=3, seed=1, out=out, preset="smoke",
+                overrides=overrides, show_progress=False)
     df = _check_metrics(p, 2)
+    assert np.isfinite(df["bc_init_loss"].iloc[0]) and np.isnan(df["bc_init_loss"].iloc[1])
     term = _check_metrics(execute(algo="gail", task="pointmaze-umaze", n_demos=3, seed=1,
                                   out=tmp_path / "term", preset="smoke",
                                   overrides={"bc_weight": "1"}, show_progress=False), 2)
     assert np.isfinite(term["bc_loss"]).all()  # the BC term's loss, logged during PPO
     spec = get_task("pointmaze-umaze")
     demos = load_demos(spec.demo_source, task=spec).trajectories
-    act = np.concatenate([t.actions for t in demos])
-    assert df["bc_loss"].iloc[-1] < 0.5 * float((act ** 2).sum(-1).mean())  # well below a zero policy
+    obs = np.concatenate([t.observations["state"][:-1] for t in demos]).astype(np.float32)
+    act = np.clip(np.concatenate([t.actions for t in demos]), -1, 1)
+    cfg = build_config(gail.Config, gail.PRESETS, "smoke", overrides, "gail")
+    state = torch.load(out / "checkpoint.pt", weights_only=False)["algo_state"]
+    policy = gail.eval_policy(state, cfg, obs.shape[1:], act.shape[1], spec, torch.device("cpu"))
+    fit = float(((policy(obs) - act) ** 2).sum(-1).mean())
+    assert fit < 0.5 * float((act ** 2).sum(-1).mean())  # well below a zero policy

@@ -35,7 +35,7 @@ from test_faults import (  # noqa: F401  (demo_source is a fixture)
 )
 
 # BC with more evaluations than its smoke preset, so that a kill from outside lands mid-run.
-BC_SETS = {"grad_steps": 150, "eval_every": 30}
+BC_SETS = {"total_steps": 150, "eval_every": 30}
 ALGOS = (["bc", "gail", "dac", "vmail", "cmil"] if os.environ.get("CMIL_BENCH_ALL_ALGOS") == "1"
          else ["dac", "cmil"])
 
