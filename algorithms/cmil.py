@@ -71,8 +71,7 @@ class Config(LatentConfig):
 
 
 PRESETS = {
-    # Small networks and a cheap offline phase for the default CPU sweep: benchmarks/RESULTS.md,
-    # "World models: V-MAIL and CMIL".
+    # The CPU sweep's sizes and offline phase: benchmarks/RESULTS.md, "World models: V-MAIL and CMIL".
     "cpu": {
         "total_steps": 5_000, "eval_every": 2_500, "pretrain_wm_steps": 600, "pretrain_steps": 60,
         "bc_init_steps": 3_000, "bc_init_mode": "frozen", "bc_init_batch": 256, "kl_scale": 0.01,

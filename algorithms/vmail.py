@@ -57,8 +57,7 @@ class Config(LatentConfig):
 
 
 PRESETS = {
-    # Small networks, KL scale 0.01 and learning rates 3e-4 for the default CPU sweep:
-    # benchmarks/RESULTS.md, "World models: V-MAIL and CMIL".
+    # The CPU sweep's sizes, KL scale and rates: benchmarks/RESULTS.md, "World models: V-MAIL and CMIL".
     "cpu": {
         "total_steps": 5_000, "eval_every": 2_500, "kl_scale": 0.01,
         "seed_steps": 500, "train_every": 7, "updates_per_train": 1,
