@@ -390,20 +390,20 @@ def train(run, cfg: Config) -> None:
     mean, std = demo_statistics(run.demos, run.obs_key) if cfg.normalize_obs and not pixels else (None, None)
     agent = DAC(obs_shape, act_dim, cfg, run.device, mean, std)
 
-    # Demo transitions (their subsampling offsets come from the run's generator).
-    demos = transitions(run.demos, run.obs_key, cfg.absorbing, cfg.subsample, run.rng)
-    demos["obs"], demos["next_obs"] = demos["obs"].astype(obs_dtype), demos["next_obs"].astype(obs_dtype)
-    demo_rows = {k: demos[k] for k in ("obs", "action", "next_obs", "terminated", "absorbing",
-                                       "next_absorbing")}
-    expert = {k: demos[k] for k in ("obs", "action", "absorbing", "weight")}
-    n_expert = len(expert["action"])
-    n_demo_rows = int(round(cfg.demo_ratio * cfg.batch_size))
-    n_policy = cfg.batch_size - n_demo_rows
-
     fields = {"obs": (obs_shape, obs_dtype), "action": ((act_dim,), np.float32),
               "next_obs": (obs_shape, obs_dtype), "terminated": ((), np.float32),
               "absorbing": ((), np.float32), "next_absorbing": ((), np.float32)}
     replay = ReplayBuffer(min(cfg.replay_size, 2 * cfg.total_steps + 2), fields)
+
+    # Demo transitions (their subsampling offsets come from the run's generator): the
+    # discriminator's positives (``expert``) and, with ``demo_ratio``, rows of the agent's batches.
+    demos = transitions(run.demos, run.obs_key, cfg.absorbing, cfg.subsample, run.rng)
+    demos["obs"], demos["next_obs"] = demos["obs"].astype(obs_dtype), demos["next_obs"].astype(obs_dtype)
+    demo_rows = {k: demos[k] for k in fields}
+    expert = {k: demos[k] for k in ("obs", "action", "absorbing", "weight")}
+    n_expert = len(expert["action"])
+    n_demo_rows = int(round(cfg.demo_ratio * cfg.batch_size))
+    n_policy = cfg.batch_size - n_demo_rows
     clock = EvalClock(cfg.total_steps, cfg.eval_every)
 
     env_steps, episodes = 0, 0

@@ -53,7 +53,7 @@ class EnsembleLinear(nn.Module):
 
 class EnsembleMLP(nn.Module):
     """``n`` independent MLPs with stacked weights, evaluated together on one input:
-    x (B, in) -> (n, B, out). (Twin critics, Q ensembles.)"""
+    x (..., in) -> (n, ..., out). (Twin critics, Q ensembles.)"""
 
     def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int, act: str = "relu"):
         super().__init__()
@@ -67,7 +67,9 @@ class EnsembleMLP(nn.Module):
         self.n = n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.unsqueeze(0).expand(self.n, *x.shape))
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
+        return self.net(x.unsqueeze(0).expand(self.n, *x.shape)).reshape(self.n, *lead, -1)
 
 
 class ConvEncoder(nn.Module):

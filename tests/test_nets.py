@@ -33,6 +33,8 @@ def test_ensemble_mlp_equals_separate_mlps_with_its_weights():
                 h = torch.relu(h)
         torch.testing.assert_close(out[k], h)
     assert not torch.allclose(out[0], out[1])  # different initialisations
+    seq = torch.randn(4, 6, 3)  # any leading shape
+    torch.testing.assert_close(ens(seq), ens(seq.reshape(24, 3)).reshape(2, 4, 6, 1))
 
 
 def test_pixel_trunk_maps_frames_to_bounded_features_and_trains():
