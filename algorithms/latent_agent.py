@@ -223,12 +223,6 @@ class ActorCritic(nn.Module):
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
 
-def twin_q(critic: EnsembleMLP, pair: torch.Tensor) -> torch.Tensor:
-    """Both critics' Q of (feature, action) pairs of any leading shape: (..., F + A) -> (2, ...)."""
-    lead = pair.shape[:-1]
-    return critic(pair.reshape(-1, pair.shape[-1])).reshape(critic.n, *lead)
-
-
 # --------------------------------------------------------------------------- imagination parts
 def lambda_return(reward: torch.Tensor, value: torch.Tensor, discount: float,
                   bootstrap: torch.Tensor, lam: float) -> torch.Tensor:
@@ -363,7 +357,7 @@ class LatentAgent(nn.Module):
                 with torch.no_grad():  # for the log only, on a slice of the rollouts
                     u = wm.disagreement(seq["deter"][1:, : cfg.log_disagreement_n])
             reward = self.imagined_reward(d_prob, u)
-            q = twin_q(ac.critic, pair).min(0).values  # (H, N)
+            q = ac.critic(pair).squeeze(-1).min(0).values  # (H, N)
             ret = lambda_return(reward[:-1], q[:-1], g, q[-1], lam)
             objective = cfg.value_mix * q[:-1] + (1.0 - cfg.value_mix) * ret
             ent = TruncNormal(seq["loc"][:-1], seq["scale"][:-1]).entropy()
@@ -377,9 +371,9 @@ class LatentAgent(nn.Module):
         # --- critics: lambda-returns of a random target critic on the rollouts (+ real transitions)
         pair, reward = pair.detach(), reward.detach()
         with torch.no_grad():
-            tq = twin_q(ac.target_critic, pair)[int(torch.randint(2, ()))]
+            tq = ac.target_critic(pair).squeeze(-1)[int(torch.randint(2, ()))]
             tret = lambda_return(reward[:-1], tq[:-1], g, tq[-1], lam)
-        q_pred = twin_q(ac.critic, pair[:-1])  # (2, H-1, N)
+        q_pred = ac.critic(pair[:-1]).squeeze(-1)  # (2, H-1, N)
         critic_loss = (weight * (q_pred - tret) ** 2).mean()
         if cfg.critic_real_data:
             with torch.no_grad():
@@ -394,7 +388,7 @@ class LatentAgent(nn.Module):
                     real_pair = torch.cat([real_feat[bi, ti - 1], action[bi, ti]], -1)
                 r_real = self.discriminate(real_pair)
                 target = r_real + g * v_next
-            q_real = twin_q(ac.critic, real_pair)
+            q_real = ac.critic(real_pair).squeeze(-1)
             critic_loss = critic_loss + ((q_real - target) ** 2).mean()
         ac.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
