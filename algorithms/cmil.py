@@ -16,147 +16,64 @@ Imitation without reward labels, framed as fine-tuning:
 4. ``seed_steps`` environment steps with that BC policy, then online fine-tuning: every
    ``train_every`` env steps, ``updates_per_train`` updates.
 
-The world model is an RSSM with an ensemble of ``ensemble_size`` prior heads (see
-algorithms/world_model.py); the actor-critic learns in its imagination (algorithms/actor_critic.py)
-with the conservative reward ``D(z, a) - penalty_weight * u(z)`` for imagined steps, where D is
-the discriminator's probability and u the std of the ensemble's prior means averaged over latent
-dimensions (MOPO-style: uncertain model predictions earn less). The actor maximises
-``0.05 * Q + 0.95 * lambda-return`` through the model dynamics, plus ``bc_weight`` x the BC
-log-likelihood. Every ingredient is a switch: ``penalty_weight=0`` turns conservatism off
-(the reward is then exactly D), ``bc_weight=0``, ``pretrain_steps=0``, ``bc_init_steps=0``,
-``disc_noise=0``, ``ensemble_size=1``.
+The agent is the shared latent agent (algorithms/latent_agent.py: an RSSM world model with an
+ensemble of ``ensemble_size`` prior heads, an actor-critic in its imagination, a discriminator on
+latent features) with CMIL's two terms: the conservative reward ``D(z, a) - penalty_weight *
+u(z)`` for imagined steps, where D is the discriminator's probability and u the std of the
+ensemble's prior means averaged over latent dimensions (MOPO-style: uncertain model predictions
+earn less), and ``bc_weight`` x the BC log-likelihood in the actor loss. Every ingredient is a
+switch: ``penalty_weight=0`` turns conservatism off (the reward is then exactly D),
+``bc_weight=0``, ``pretrain_steps=0``, ``bc_init_steps=0``, ``disc_noise=0``, ``ensemble_size=1``.
 
-Defaults follow the reference code (victorkolev/cmil, configs.yaml); the ``cpu`` preset shrinks
-the networks and budgets so one run of a cheap task takes about a minute on one CPU core, and
-spends the offline part where it pays at that budget: 600 world-model-only steps, 60 full
-updates, 3000 frozen BC steps, and ``kl_scale=0.01``. The KL scale matters for low-dimensional
-states: with a unit-variance decoder on a 6- to 28-d state, KL scale 1 lets the posterior carry
-only a nat or so beyond what the dynamics predict (posterior std ~1), the first latent of an
-episode barely tells start positions apart, and a BC policy on those latents cannot generalise to
-new starts (see benchmarks/RESULTS.md, "World models").
+Defaults follow the reference code (victorkolev/cmil, configs.yaml); the ``cpu`` preset and why
+it departs from them: benchmarks/RESULTS.md, "World models: V-MAIL and CMIL".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from algorithms.actor_critic import LatentTrainer, eval_policy  # noqa: F401  (the harness API)
-from cmil_bench.config import BaseConfig
+import numpy as np
+import torch
+
+from algorithms.latent_agent import LatentAgent, LatentConfig, LatentTrainer, eval_policy
+from algorithms.optim import clip_and_step
 from cmil_bench.errors import UserError
 
-SEED_POLICIES = ("actor", "random")
+__all__ = ["PRESETS", "Config", "eval_policy", "train"]  # the harness API (cmil_bench.run)
+
 BC_INIT_MODES = ("joint", "frozen")
-STD_ACTS = ("sigmoid2", "softplus")
 
 
 @dataclass
-class Config(BaseConfig):
-    # --- schedule (env steps; one env step = one action, action repeat 1)
-    env_steps: int = 200_000
-    eval_every: int = 5_000
-    pretrain_steps: int = 1_000  # offline agent updates on the demos before any env step
+class Config(LatentConfig):
+    # Every shared field (schedule, replay, world model, actor-critic, discriminator, optimisers)
+    # is documented in algorithms.latent_agent.LatentConfig, whose defaults are CMIL's.
+    # --- offline phase, before any env step
     pretrain_wm_steps: int = 0  # world-model-only steps on the demos before pre-training (0: none)
+    pretrain_steps: int = 1_000  # full agent updates on the demos
     bc_init_steps: int = 100  # actor NLL steps on the demos' latents after pre-training
     bc_init_mode: str = "joint"  # "joint": + a world-model step each; "frozen": cached latents
     bc_init_batch: int = 256  # (o, a) pairs per step with bc_init_mode="frozen"
-    seed_steps: int = 5_000  # env steps before online updates start
-    seed_policy: str = "actor"  # "actor": the (BC-initialised) policy; "random": uniform actions
-    train_every: int = 5
-    updates_per_train: int = 2
-    expl_noise: float = 0.0  # Gaussian noise added to sampled training actions
-    # --- replay
-    replay_capacity: int = 2_000_000  # env steps kept (demos are never evicted)
-    batch_size: int = 32  # replay sequences per update
-    expert_batch_size: int = 32  # expert sequences per update
-    seq_len: int = 50
-    imag_starts: int = 0  # imagine from this many random posterior states of the batch (0 = all)
-    # --- world model (RSSM with an ensemble of prior heads)
-    deter: int = 400
-    stoch: int = 360
-    hidden: int = 400
-    ensemble_size: int = 10
-    act: str = "elu"
-    std_act: str = "sigmoid2"
-    min_std: float = 0.1
-    free_nats: float = 1.0
-    kl_balance: float = 0.8  # share of the KL gradient that trains the prior (0.5 = plain KL)
-    kl_scale: float = 1.0
-    mlp_layers: tuple[int, ...] = (400, 400, 400, 400)  # state encoder / decoder
-    cnn_depth: int = 48
-    encoder_kernels: tuple[int, ...] = (4, 4, 4, 4)
-    decoder_kernels: tuple[int, ...] = (5, 5, 6, 6)
-    normalize_obs: bool = True  # standardise states with the demos' mean and std
-    symlog_obs: bool = True  # then squash them with symlog (encoder input and decoder target)
-    augment: bool = False  # random-shift augmentation of pixel sequences for the world model
-    shift_pad: int = 4
-    model_lr: float = 3e-4
-    # --- actor-critic in imagination
-    horizon: int = 15
-    discount: float = 0.99
-    lam: float = 0.95
-    value_mix: float = 0.05  # actor objective: value_mix * Q + (1 - value_mix) * lambda-return
-    actor_layers: tuple[int, ...] = (400, 400, 400, 400)
-    critic_layers: tuple[int, ...] = (400, 400, 400, 400)
-    actor_min_std: float = 0.1
-    actor_ent: float = 1e-4
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    target_update_every: int = 100  # hard copies of the twin critics
-    critic_real_data: bool = True  # critics also regress D + gamma * V on real replay transitions
-    # --- discriminator on (latent features, action)
-    disc_hidden: tuple[int, ...] = (200, 200)
-    disc_act: str = "elu"
-    disc_lr: float = 3e-4
-    disc_noise: float = 2.5  # std of Gaussian noise on its inputs while it trains
-    disc_gp: float = 0.0  # gradient-penalty weight
-    # --- CMIL's own terms
+    # --- CMIL's terms in every update
     penalty_weight: float = 10.0  # w in D - w * u; 0 = no conservatism
     bc_weight: float = 10.0  # weight of the BC NLL in the actor loss
-    # --- optimisers (Adam, decoupled weight decay) and logging
-    opt_eps: float = 1e-5
-    grad_clip: float = 100.0
-    weight_decay: float = 1e-6
-    log_disagreement_n: int = 256  # rollouts used for the disagreement log when w = 0
 
     def __post_validate__(self):
-        name = type(self).__module__.rsplit(".", 1)[-1]
-        for k in ("env_steps", "train_every", "updates_per_train", "replay_capacity", "batch_size",
-                  "expert_batch_size", "deter", "stoch", "hidden", "ensemble_size", "cnn_depth",
-                  "target_update_every", "log_disagreement_n", "bc_init_batch"):
-            if getattr(self, k) <= 0:
-                raise UserError(f"{name}: {k} must be positive, got {getattr(self, k)}")
-        for k in ("pretrain_steps", "pretrain_wm_steps", "bc_init_steps", "seed_steps", "expl_noise", "free_nats",
-                  "penalty_weight", "bc_weight", "disc_noise", "disc_gp", "actor_ent", "shift_pad",
-                  "imag_starts"):
+        super().__post_validate__()
+        if self.bc_init_batch <= 0:
+            raise UserError(f"cmil: bc_init_batch must be positive, got {self.bc_init_batch}")
+        for k in ("pretrain_wm_steps", "pretrain_steps", "bc_init_steps", "penalty_weight", "bc_weight"):
             if getattr(self, k) < 0:
-                raise UserError(f"{name}: {k} must be >= 0, got {getattr(self, k)}")
-        if self.seq_len < 3:
-            raise UserError(f"{name}: seq_len must be >= 3, got {self.seq_len}")
-        if self.horizon < 2:
-            raise UserError(f"{name}: horizon must be >= 2, got {self.horizon}")
-        for k in ("discount", "lam", "value_mix", "kl_balance"):
-            if not 0.0 <= getattr(self, k) <= 1.0:
-                raise UserError(f"{name}: {k} must lie in [0, 1], got {getattr(self, k)}")
-        if self.seed_policy not in SEED_POLICIES:
-            raise UserError(f"{name}: seed_policy must be one of {SEED_POLICIES}, got {self.seed_policy!r}")
+                raise UserError(f"cmil: {k} must be >= 0, got {getattr(self, k)}")
         if self.bc_init_mode not in BC_INIT_MODES:
-            raise UserError(f"{name}: bc_init_mode must be one of {BC_INIT_MODES}, got {self.bc_init_mode!r}")
-        if self.std_act not in STD_ACTS:
-            raise UserError(f"{name}: std_act must be one of {STD_ACTS}, got {self.std_act!r}")
-        if len(self.encoder_kernels) != 4 or len(self.decoder_kernels) != 4:
-            raise UserError(f"{name}: encoder_kernels and decoder_kernels need 4 entries each")
-        if not self.mlp_layers or not self.actor_layers or not self.critic_layers:
-            raise UserError(f"{name}: mlp_layers, actor_layers and critic_layers must be non-empty")
+            raise UserError(f"cmil: bc_init_mode must be one of {BC_INIT_MODES}, got {self.bc_init_mode!r}")
 
 
 PRESETS = {
-    # The default CPU sweep: small networks, 600 world-model-only steps + 60 full updates offline,
-    # 3000 cheap BC steps on frozen latents, ~300 online updates: 55-60 CPU-seconds per run of a
-    # cheap state task on one core (measured, evaluation included); imagination from 48 of the
-    # batch's 256 posterior states instead of all of them; KL scale 0.01 (see the docstring);
-    # BC weight 100 (10 demos, seeds 0-2: fetch-push 0.58 -> 0.67, pointmaze 0.74 -> 0.77).
+    # The CPU sweep's sizes and offline phase: benchmarks/RESULTS.md, "World models: V-MAIL and CMIL".
     "cpu": {
-        "env_steps": 5_000, "eval_every": 2_500, "pretrain_wm_steps": 600, "pretrain_steps": 60,
+        "total_steps": 5_000, "eval_every": 2_500, "pretrain_wm_steps": 600, "pretrain_steps": 60,
         "bc_init_steps": 3_000, "bc_init_mode": "frozen", "bc_init_batch": 256, "kl_scale": 0.01,
         "bc_weight": 100.0,
         "seed_steps": 500, "train_every": 15, "updates_per_train": 1,
@@ -168,7 +85,7 @@ PRESETS = {
     },
     # A few seconds: to check that everything runs.
     "smoke": {
-        "env_steps": 120, "eval_every": 60, "eval_episodes": 2, "pretrain_steps": 3,
+        "total_steps": 120, "eval_every": 60, "eval_episodes": 2, "pretrain_steps": 3,
         "bc_init_steps": 3, "seed_steps": 20, "train_every": 20, "updates_per_train": 1,
         "batch_size": 4, "expert_batch_size": 4, "seq_len": 8, "horizon": 5,
         "deter": 32, "stoch": 8, "hidden": 32, "ensemble_size": 3, "mlp_layers": (32,),
@@ -178,14 +95,118 @@ PRESETS = {
 }
 
 
+# ------------------------------------------------------------------------- CMIL's own pieces
+def conservative_reward(d_prob: torch.Tensor, u: torch.Tensor, penalty_weight: float) -> torch.Tensor:
+    """CMIL's reward for imagined steps, ``D - w * u``; ``w == 0`` returns ``D`` itself."""
+    if penalty_weight == 0:
+        return d_prob
+    return d_prob - penalty_weight * u
+
+
+class Agent(LatentAgent):
+    """The shared latent agent with CMIL's reward and BC term, and the BC-initialisation steps."""
+
+    cfg: Config
+
+    @property
+    def penalty_weight(self) -> float:
+        return self.cfg.penalty_weight
+
+    @property
+    def bc_weight(self) -> float:
+        return self.cfg.bc_weight
+
+    def imagined_reward(self, d_prob: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return conservative_reward(d_prob, u, self.cfg.penalty_weight)
+
+    def bc_step(self, expert_batch: dict) -> dict[str, torch.Tensor]:
+        """BC initialisation, joint: a world-model step on expert sequences, then an actor NLL step."""
+        obs, action, first = self.tensors(expert_batch)
+        post, metrics = self.wm.update(obs, action, first)
+        loss = self.bc_loss(self.wm.rssm.feat(post), action)
+        self._actor_step(loss)
+        metrics["bc_loss"] = loss.detach()
+        return metrics
+
+    @torch.no_grad()
+    def demo_posteriors(self, episodes) -> dict[str, torch.Tensor]:
+        """Filter whole demo episodes (``SequenceReplay`` rows) from their first row with the
+        current world model. Returns flat tensors over every (o_t, a_t) pair: ``deter``, the
+        posterior ``mean`` and ``std`` of o_t, and the expert's ``action`` a_t (row t+1)."""
+        deters, means, stds, acts = [], [], [], []
+        for ep in episodes:
+            obs, action, first = self.tensors({k: v[None] for k, v in ep.items()})
+            post, _ = self.wm.rssm.observe(self.wm.embed(obs), action, first)
+            deters.append(post["deter"][0, :-1]), means.append(post["mean"][0, :-1])
+            stds.append(post["std"][0, :-1]), acts.append(action[0, 1:])
+        return {"deter": torch.cat(deters), "mean": torch.cat(means), "std": torch.cat(stds),
+                "action": torch.cat(acts)}
+
+    def bc_step_frozen(self, data: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """BC initialisation on fixed demo posteriors (``demo_posteriors``): an actor NLL step on
+        the pairs ``idx``, with a fresh posterior sample of z for each; the world model is not
+        touched."""
+        i = torch.as_tensor(idx, device=data["deter"].device)
+        mean, std = data["mean"][i], data["std"][i]
+        feat = torch.cat([mean + std * torch.randn_like(mean), data["deter"][i]], -1)
+        loss = -self.ac.actor(feat).log_prob(data["action"][i]).mean()
+        self._actor_step(loss)
+        return {"bc_loss": loss.detach()}
+
+    def _actor_step(self, loss: torch.Tensor) -> None:
+        self.ac.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_and_step(self.ac.actor_opt, self.ac.actor.parameters(), self.cfg.grad_clip)
+
+
+# ------------------------------------------------------------------------- the offline phase
+def pretrain_world_model(trainer: LatentTrainer, steps: int) -> None:
+    """World-model steps alone on batches of ``batch_size + expert_batch_size`` demo sequences
+    (the same number of sequences as a full update's model step, at a fifth of its cost)."""
+    cfg, agent = trainer.cfg, trainer.agent
+    for _ in range(steps):
+        batch = trainer.expert.sample(cfg.batch_size + cfg.expert_batch_size, cfg.seq_len, trainer.run.rng)
+        _, metrics = agent.wm.update(*agent.tensors(batch))
+        trainer.log(metrics)
+        trainer.grad_steps += 1
+
+
+def pretrain(trainer: LatentTrainer, steps: int) -> None:
+    """Full agent updates on the demos alone (the replay holds only them before any env step)."""
+    for _ in range(steps):
+        trainer.update()
+
+
+def bc_init(trainer: LatentTrainer, steps: int) -> None:
+    """``bc_init_mode="joint"``: each step a world-model step and an actor NLL step on a batch
+    of expert sequences (the reference). ``"frozen"``: the demos are filtered once, whole
+    episodes from their first step, by the frozen world model; then actor-only NLL steps on
+    ``bc_init_batch`` random pairs of them."""
+    cfg, agent, rng = trainer.cfg, trainer.agent, trainer.run.rng
+    if steps == 0:
+        return
+    if cfg.bc_init_mode == "frozen":
+        data = agent.demo_posteriors(trainer.expert.episodes)
+        n = len(data["action"])
+        for _ in range(steps):
+            trainer.log(agent.bc_step_frozen(data, rng.integers(0, n, size=cfg.bc_init_batch)))
+            trainer.grad_steps += 1
+        return
+    for _ in range(steps):
+        expert = trainer.expert.sample(cfg.expert_batch_size, cfg.seq_len, rng)
+        trainer.log(agent.bc_step(expert))
+        trainer.grad_steps += 1
+
+
+# ---------------------------------------------------------------------------------- training
 def train(run, cfg: Config) -> None:
-    trainer = LatentTrainer(run, cfg)
+    trainer = LatentTrainer(run, cfg, Agent)
     state = run.restore()
     if state is not None:
         trainer.load_state_dict(state)
     else:
-        trainer.pretrain_world_model(cfg.pretrain_wm_steps)  # offline, on the demos alone
-        trainer.pretrain(cfg.pretrain_steps)
-        trainer.bc_init(cfg.bc_init_steps)
+        pretrain_world_model(trainer, cfg.pretrain_wm_steps)  # offline, on the demos alone
+        pretrain(trainer, cfg.pretrain_steps)
+        bc_init(trainer, cfg.bc_init_steps)
         trainer.evaluate()  # the offline policy, at 0 env steps (and the first checkpoint)
     trainer.online()

@@ -9,26 +9,26 @@ BC initialisation or BC term, no uncertainty penalty; a gradient penalty (weight
 discriminator; exploration noise 0.3 on the training actions; the first ``seed_steps`` env
 steps take uniform random actions.
 
-It shares every part with CMIL (algorithms/world_model.py, algorithms/actor_critic.py,
-algorithms/discriminator.py), so the two differ only in the settings below. Defaults follow the
-reference code (rmrafailov/VMAIL, Dreamer-v1 sizes); differences from it: twin Q critics with
-target copies (the shared actor-critic) instead of one state-value network, and the gradient
-penalty on interpolated inputs (algorithms.discriminator.gradient_penalty).
+The agent is the shared latent agent (algorithms/latent_agent.py) as it is, with V-MAIL's
+settings below. Defaults follow the reference code (rmrafailov/VMAIL, Dreamer-v1 sizes);
+differences from it: twin Q critics with target copies (the shared actor-critic) instead of one
+state-value network, and the gradient penalty on interpolated inputs
+(algorithms.discriminator.gradient_penalty).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from algorithms import cmil
-from algorithms.actor_critic import LatentTrainer, eval_policy  # noqa: F401  (the harness API)
+from algorithms.latent_agent import LatentConfig, LatentTrainer, eval_policy
+
+__all__ = ["PRESETS", "Config", "eval_policy", "train"]  # the harness API (cmil_bench.run)
 
 
 @dataclass
-class Config(cmil.Config):
-    # Every field is documented in algorithms.cmil.Config; these are V-MAIL's values.
-    pretrain_steps: int = 0
-    bc_init_steps: int = 0
+class Config(LatentConfig):
+    # Every field is documented in algorithms.latent_agent.LatentConfig; these are V-MAIL's
+    # values where they differ from its defaults.
     seed_steps: int = 1_000
     seed_policy: str = "random"
     expl_noise: float = 0.3
@@ -52,22 +52,31 @@ class Config(cmil.Config):
     disc_hidden: tuple[int, ...] = (400, 400)
     disc_lr: float = 8e-5
     disc_noise: float = 0.0
-    disc_gp: float = 1.0
-    penalty_weight: float = 0.0
-    bc_weight: float = 0.0
+    gp_weight: float = 1.0
     weight_decay: float = 0.0
 
 
 PRESETS = {
-    # CMIL's cpu sizes without its offline phases; at ~460 updates the reference learning rates
-    # (8e-5) barely move the actor, so actor, critic and discriminator use 3e-4 (CMIL's), and the
-    # KL scale is 0.01 for the reason given in algorithms.cmil's docstring.
-    # One update every 7 env steps (~700 updates; was 10: 10 demos, seeds 0-2, fetch-push 0.05 -> 0.24,
-    # pointmaze 0.27 -> 0.48, ~50-56 s a run).
-    "cpu": {**cmil.PRESETS["cpu"], "pretrain_wm_steps": 0, "pretrain_steps": 0, "bc_init_steps": 0,
-            "bc_init_mode": "joint", "bc_weight": 0.0, "ensemble_size": 1, "seed_steps": 500, "train_every": 7,
-            "actor_lr": 3e-4, "critic_lr": 3e-4, "disc_lr": 3e-4},
-    "smoke": {**cmil.PRESETS["smoke"], "pretrain_steps": 0, "bc_init_steps": 0, "ensemble_size": 1},
+    # The CPU sweep's sizes, KL scale and rates: benchmarks/RESULTS.md, "World models: V-MAIL and CMIL".
+    "cpu": {
+        "total_steps": 5_000, "eval_every": 2_500, "kl_scale": 0.01,
+        "seed_steps": 500, "train_every": 7, "updates_per_train": 1,
+        "batch_size": 16, "expert_batch_size": 16, "seq_len": 16,
+        "deter": 128, "stoch": 32, "hidden": 128,
+        "mlp_layers": (128, 128), "cnn_depth": 16,
+        "actor_layers": (128, 128), "critic_layers": (128, 128), "disc_hidden": (128, 128),
+        "imag_starts": 48, "log_disagreement_n": 48,
+        "actor_lr": 3e-4, "critic_lr": 3e-4, "disc_lr": 3e-4,
+    },
+    # A few seconds: to check that everything runs.
+    "smoke": {
+        "total_steps": 120, "eval_every": 60, "eval_episodes": 2, "seed_steps": 20,
+        "train_every": 20, "updates_per_train": 1,
+        "batch_size": 4, "expert_batch_size": 4, "seq_len": 8, "horizon": 5,
+        "deter": 32, "stoch": 8, "hidden": 32, "mlp_layers": (32,),
+        "cnn_depth": 4, "actor_layers": (32,), "critic_layers": (32,), "disc_hidden": (32,),
+        "log_disagreement_n": 16,
+    },
 }
 
 

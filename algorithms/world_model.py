@@ -15,97 +15,22 @@ and evaluated with one matmul plus one ``bmm`` (no Python loop over heads).
 
 Loss: reconstruction (Gaussian with unit variance: half the squared error, summed over the
 observation) + KL(posterior || prior) with KL balancing and free nats. There is no reward head.
-States go through MLP encoder/decoder (standardised with the demos' mean and std); 64x64 pixels
+States go through MLP encoder/decoder (standardised with the demos' mean and std by
+``algorithms.obs_norm.Standardizer``); 64x64 pixels
 through the shared ``ConvEncoder`` and a transposed-convolution decoder.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from algorithms.nets import ConvEncoder, activation, mlp, preprocess_image, random_shift
-
-
-class AdamW:
-    """Adam with decoupled weight decay (the DreamerV2 optimiser), stepping all tensors at once
-    through torch's fused kernel (a per-tensor loop where torch has none).
-
-    Why not ``torch.optim.AdamW``: its first ``step`` imports ``torch._dynamo``, which costs 3 to 8
-    seconds of CPU per process here, a tenth of a run's budget in the CPU sweep. Same update rule
-    (``tests/test_world_model.py`` checks it against torch.optim.AdamW).
-    """
-
-    def __init__(self, params, lr: float, eps: float = 1e-8, weight_decay: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999)):
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.eps, self.weight_decay, self.betas = float(lr), float(eps), float(weight_decay), betas
-        self.exp_avg: list[torch.Tensor] = []  # created on the parameters' device at first use,
-        self.exp_avg_sq: list[torch.Tensor] = []  # so the module may move (.to) after this
-        self.steps: list[torch.Tensor] = []
-        self.fused = hasattr(torch, "_fused_adamw_")
-
-    def _init_state(self) -> None:
-        if not self.exp_avg:
-            self.exp_avg = [torch.zeros_like(p) for p in self.params]
-            self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-            self.steps = [torch.zeros((), device=p.device) for p in self.params]
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        idx = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not idx:
-            return
-        self._init_state()
-        ps = [self.params[i] for i in idx]
-        grads = [p.grad for p in ps]
-        m, v, steps = ([lst[i] for i in idx] for lst in (self.exp_avg, self.exp_avg_sq, self.steps))
-        torch._foreach_add_(steps, 1.0)
-        b1, b2 = self.betas
-        if self.fused:
-            torch._fused_adamw_(ps, grads, m, v, [], steps, lr=self.lr, beta1=b1, beta2=b2,
-                                weight_decay=self.weight_decay, eps=self.eps, amsgrad=False,
-                                maximize=False)
-            return
-        for p, g, mi, vi, st in zip(ps, grads, m, v, steps):
-            t = float(st)
-            p.mul_(1.0 - self.lr * self.weight_decay)
-            mi.lerp_(g, 1.0 - b1)
-            vi.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            denom = (vi.sqrt() / math.sqrt(1.0 - b2 ** t)).add_(self.eps)
-            p.addcdiv_(mi, denom, value=-self.lr / (1.0 - b1 ** t))
-
-    def state_dict(self) -> dict:
-        self._init_state()
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._init_state()
-        for key in ("exp_avg", "exp_avg_sq", "steps"):
-            mine, theirs = getattr(self, key), state[key]
-            if len(mine) != len(theirs):
-                raise ValueError(f"optimiser state has {len(theirs)} tensors, expected {len(mine)}")
-            for a, b in zip(mine, theirs):
-                a.copy_(b)
-
-
-def make_optimizer(params, lr: float, eps: float, weight_decay: float) -> AdamW:
-    return AdamW(params, lr=lr, eps=eps, weight_decay=weight_decay)
-
-
-def clip_and_step(opt: AdamW, params, clip: float) -> None:
-    if clip > 0:
-        nn.utils.clip_grad_norm_(list(params), clip, foreach=True)
-    opt.step()
+from algorithms.nets import ConvEncoder, EnsembleLinear, activation, mlp, preprocess_image, random_shift
+from algorithms.obs_norm import Standardizer
+from algorithms.optim import clip_and_step, make_optimizer
 
 
 # ---------------------------------------------------------------------------------------- parts
@@ -143,21 +68,16 @@ class NormGRUCell(nn.Module):
 
 
 class EnsemblePrior(nn.Module):
-    """K prior heads h -> hidden -> (mean, std) of z, with stacked weights."""
+    """K prior heads h -> hidden -> (mean, std) of z: two stacked-weight layers
+    (``nets.EnsembleLinear``), evaluated for one head, one head per step, or every head."""
 
     def __init__(self, k: int, deter: int, hidden: int, stoch: int, act: str, std_act: str,
                  min_std: float):
         super().__init__()
         self.k, self.stoch, self.std_act, self.min_std = k, stoch, std_act, min_std
         self.act = activation(act)()
-        self.w1 = nn.Parameter(torch.empty(k, deter, hidden))
-        self.b1 = nn.Parameter(torch.empty(k, hidden))
-        self.w2 = nn.Parameter(torch.empty(k, hidden, 2 * stoch))
-        self.b2 = nn.Parameter(torch.empty(k, 2 * stoch))
-        for w, b in ((self.w1, self.b1), (self.w2, self.b2)):  # nn.Linear's init, head by head
-            bound = 1.0 / math.sqrt(w.shape[1])
-            nn.init.uniform_(w, -bound, bound)
-            nn.init.uniform_(b, -bound, bound)
+        self.inp = EnsembleLinear(k, deter, hidden)
+        self.out = EnsembleLinear(k, hidden, 2 * stoch)
 
     def _stats(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, raw = out.chunk(2, -1)
@@ -165,20 +85,21 @@ class EnsemblePrior(nn.Module):
 
     def head(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior of head ``k`` for a batch h (N, deter)."""
-        x = self.act(torch.addmm(self.b1[k], h, self.w1[k]))
-        return self._stats(torch.addmm(self.b2[k], x, self.w2[k]))
+        x = self.act(torch.addmm(self.inp.bias[k, 0], h, self.inp.weight[k]))
+        return self._stats(torch.addmm(self.out.bias[k, 0], x, self.out.weight[k]))
 
     def per_step(self, h: torch.Tensor, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (L, N, deter) with head ks[t] at step t -> mean, std (L, N, stoch)."""
-        x = self.act(torch.baddbmm(self.b1[ks][:, None], h, self.w1[ks]))
-        return self._stats(torch.baddbmm(self.b2[ks][:, None], x, self.w2[ks]))
+        x = self.act(torch.baddbmm(self.inp.bias[ks], h, self.inp.weight[ks]))
+        return self._stats(torch.baddbmm(self.out.bias[ks], x, self.out.weight[ks]))
 
     def all_means(self, h: torch.Tensor) -> torch.Tensor:
         """Prior means of every head: h (N, deter) -> (K, N, stoch)."""
         n, d = h.shape
-        x = h @ self.w1.permute(1, 0, 2).reshape(d, -1)  # one matmul for all heads' first layer
-        x = self.act(x.view(n, self.k, -1).transpose(0, 1) + self.b1[:, None])
-        return torch.baddbmm(self.b2[:, None, : self.stoch], x, self.w2[:, :, : self.stoch])
+        w1 = self.inp.weight
+        x = h @ w1.permute(1, 0, 2).reshape(d, -1)  # one matmul for all heads' first layer
+        x = self.act(x.view(n, self.k, -1).transpose(0, 1) + self.inp.bias)
+        return torch.baddbmm(self.out.bias[:, :, : self.stoch], x, self.out.weight[:, :, : self.stoch])
 
 
 class RSSM(nn.Module):
@@ -311,8 +232,8 @@ class ConvDecoder(nn.Module):
 
 
 class WorldModel(nn.Module):
-    """Encoder + RSSM + decoder with their optimiser. ``cfg`` needs the world-model fields of the
-    latent agents' Config (deter, stoch, hidden, ensemble_size, ... see algorithms.cmil.Config)."""
+    """Encoder + RSSM + decoder with their optimiser. ``cfg`` needs the world-model fields of
+    ``algorithms.latent_agent.LatentConfig`` (deter, stoch, hidden, ensemble_size, ...)."""
 
     def __init__(self, obs_shape: Sequence[int], act_dim: int, cfg, obs_mean=None, obs_std=None):
         super().__init__()
@@ -320,26 +241,24 @@ class WorldModel(nn.Module):
         self.pixels = len(obs_shape) == 3
         if self.pixels:
             self.encoder = ConvEncoder(depth=cfg.cnn_depth, kernels=tuple(cfg.encoder_kernels),
-                                       act=cfg.act, image_size=obs_shape[0])
+                                       act=cfg.activation, image_size=obs_shape[0])
             embed_dim = self.encoder.out_dim
         else:
             d = int(obs_shape[0])
-            self.encoder = mlp(d, tuple(cfg.mlp_layers[:-1]), cfg.mlp_layers[-1], act=cfg.act,
-                               out_act=activation(cfg.act)())
+            self.encoder = mlp(d, tuple(cfg.mlp_layers[:-1]), cfg.mlp_layers[-1],
+                               act=cfg.activation, out_act=activation(cfg.activation)())
             embed_dim = cfg.mlp_layers[-1]
         self.rssm = RSSM(act_dim, embed_dim, cfg.deter, cfg.stoch, cfg.hidden, cfg.ensemble_size,
-                         cfg.act, cfg.std_act, cfg.min_std)
+                         cfg.activation, cfg.std_act, cfg.min_std)
         if self.pixels:
             self.decoder = ConvDecoder(self.rssm.feat_dim, cfg.cnn_depth, tuple(cfg.decoder_kernels),
-                                       cfg.act)
+                                       cfg.activation)
         else:
-            self.decoder = mlp(self.rssm.feat_dim, tuple(cfg.mlp_layers), int(obs_shape[0]), act=cfg.act)
-        d = 1 if self.pixels else int(obs_shape[0])
-        self.register_buffer("obs_mean", torch.zeros(d) if obs_mean is None
-                             else torch.as_tensor(obs_mean, dtype=torch.float32))
-        self.register_buffer("obs_std", torch.ones(d) if obs_std is None
-                             else torch.as_tensor(obs_std, dtype=torch.float32))
-        self.opt = make_optimizer(self.parameters(), cfg.model_lr, cfg.opt_eps, cfg.weight_decay)
+            self.decoder = mlp(self.rssm.feat_dim, tuple(cfg.mlp_layers), int(obs_shape[0]),
+                               act=cfg.activation)
+        # states: the shared standardiser (algorithms/obs_norm.py) with the demos' statistics
+        self.obs_norm = None if self.pixels else Standardizer(int(obs_shape[0]), obs_mean, obs_std)
+        self.opt = make_optimizer(self.parameters(), cfg.model_lr, cfg.adam_eps, cfg.weight_decay)
 
     @property
     def feat_dim(self) -> int:
@@ -348,11 +267,12 @@ class WorldModel(nn.Module):
     # -- observations ---------------------------------------------------------------------------
     def target(self, obs: torch.Tensor) -> torch.Tensor:
         """What the decoder reconstructs: images in [-0.5, 0.5] (C, H, W), or states standardised
-        with the demos' statistics and then squashed with symlog (sign(x) log(1 + |x|)), so that a
-        dimension the demos barely vary (a block's rotation, say) cannot blow up the loss online."""
+        with the demos' statistics (the shared standardiser: std floor, clip at +-10) and then
+        squashed with symlog (sign(x) log(1 + |x|)), so that a dimension the demos barely vary (a
+        block's rotation, say) cannot blow up the loss online."""
         if self.pixels:
             return preprocess_image(obs)
-        x = (obs.float() - self.obs_mean) / self.obs_std
+        x = self.obs_norm(obs)
         return torch.sign(x) * torch.log1p(x.abs()) if self.cfg.symlog_obs else x
 
     def embed(self, obs: torch.Tensor) -> torch.Tensor:
@@ -399,47 +319,3 @@ class WorldModel(nn.Module):
     def disagreement(self, deter: torch.Tensor) -> torch.Tensor:
         return self.rssm.disagreement(deter)
 
-
-class LatentPolicy:
-    """Acting with a world-model agent: keeps the filtered latent state and the previous action of
-    a batch of environments, so it maps observations to actions like a stateless policy.
-
-    ``mode="eval"`` acts with the actor's mean; ``"train"`` samples and adds Gaussian exploration
-    noise of std ``expl_noise``. The state resets on ``reset(n)``; without explicit resets (e.g. in
-    ``run.evaluate``) it also resets when the batch size changes or every ``episode_len`` calls.
-    """
-
-    def __init__(self, wm: WorldModel, actor, mode: str = "eval", expl_noise: float = 0.0,
-                 episode_len: int | None = None, device=None):
-        self.wm, self.actor, self.mode, self.expl_noise = wm, actor, mode, expl_noise
-        self.episode_len = episode_len
-        self.device = device if device is not None else next(wm.parameters()).device
-        self.state = None
-        self.prev_action = None
-        self.t = 0
-
-    def reset(self, n: int = 1) -> None:
-        self.state = self.wm.rssm.initial(n, self.device)
-        self.prev_action = torch.zeros(n, self.actor.act_dim, device=self.device)
-        self.t = 0
-
-    @torch.no_grad()
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        n = len(obs)
-        if (self.state is None or self.state["deter"].shape[0] != n
-                or (self.episode_len and self.t >= self.episode_len)):
-            self.reset(n)
-        obs_t = torch.as_tensor(np.ascontiguousarray(obs), device=self.device)
-        embed = self.wm.embed(obs_t)
-        self.state = self.wm.rssm.obs_step(self.state, self.prev_action, embed,
-                                           sample=self.mode == "train")
-        dist = self.actor(self.wm.rssm.feat(self.state))
-        if self.mode == "train":
-            action = dist.sample()
-            if self.expl_noise > 0:
-                action = (action + self.expl_noise * torch.randn_like(action)).clamp(-1, 1)
-        else:
-            action = dist.mode
-        self.prev_action = action
-        self.t += 1
-        return action.cpu().numpy()

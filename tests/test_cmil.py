@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from algorithms import cmil
-from algorithms.actor_critic import LatentAgent, conservative_reward
+from algorithms.cmil import Agent, conservative_reward
+from algorithms.latent_agent import LatentAgent
 from cmil_bench.config import build_config
 from cmil_bench.errors import UserError
 
@@ -49,7 +50,7 @@ def test_penalty_sign_and_zero_weight_is_exact():
 def test_update_uses_the_conservative_reward(w):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    agent = LatentAgent((5,), 2, agent_cfg(penalty_weight=w))
+    agent = Agent((5,), 2, agent_cfg(penalty_weight=w))
     m = agent.train_step(seq_batch(rng), seq_batch(rng))
     for k, v in m.items():
         assert torch.isfinite(torch.as_tensor(v)).all(), k
@@ -63,22 +64,49 @@ def test_update_uses_the_conservative_reward(w):
         assert m["reward_mean"] < m["disc_prob_policy"]
 
 
+def test_cmil_terms_enter_the_shared_agent_only_through_its_hooks():
+    """With w = 0 and no BC term, CMIL's agent takes exactly the shared latent agent's update
+    (V-MAIL's); with w > 0 the same draws give a lower reward and different actor weights."""
+    rng = np.random.default_rng(2)
+    b, e = seq_batch(rng), seq_batch(rng)
+
+    def one_step(cls, **over):
+        torch.manual_seed(0)
+        agent = cls((5,), 2, agent_cfg(**over))
+        torch.manual_seed(1)
+        return agent, agent.train_step(b, e)
+
+    shared, m_shared = one_step(LatentAgent)
+    plain, m_plain = one_step(Agent, penalty_weight=0, bc_weight=0)
+    for k in m_shared:
+        assert torch.equal(torch.as_tensor(m_shared[k]), torch.as_tensor(m_plain[k])), k
+    for x, y in zip(shared.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(x, y)
+    cons, m_cons = one_step(Agent, penalty_weight=10, bc_weight=0)
+    assert m_cons["reward_mean"] < m_shared["reward_mean"] and m_cons["penalty_mean"] > 0
+    assert torch.allclose(m_cons["reward_mean"], m_cons["disc_prob_policy"] - m_cons["penalty_mean"],
+                          atol=1e-5)
+    assert not torch.equal(cons.ac.actor.net[0].weight, shared.ac.actor.net[0].weight)
+    bc, _ = one_step(Agent, penalty_weight=0, bc_weight=10)
+    assert not torch.equal(bc.ac.actor.net[0].weight, shared.ac.actor.net[0].weight)
+
+
 def test_more_disagreement_lowers_the_imagined_reward():
     """Same agent, same random draws: spreading the heads apart raises u and lowers the reward."""
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
     b, e = seq_batch(rng), seq_batch(rng)
-    agent = LatentAgent((5,), 2, agent_cfg(penalty_weight=10.0, horizon=2))
+    agent = Agent((5,), 2, agent_cfg(penalty_weight=10.0, horizon=2))
     state = copy.deepcopy(agent.full_state())
     prior = agent.wm.rssm.prior
     with torch.no_grad():
-        for p in (prior.w1, prior.b1, prior.w2, prior.b2):
+        for p in prior.parameters():
             p[:] = p[0:1].clone()  # all heads equal: u = 0
     torch.manual_seed(5)
     m_same = agent.train_step(b, e)
     agent.load_full_state(state)
     with torch.no_grad():
-        for p in (prior.w1, prior.b1, prior.w2, prior.b2):
+        for p in prior.parameters():
             p[1:] = p[0:1] + 3.0 * (p[1:] - p[0:1])  # heads far apart
     torch.manual_seed(5)
     m_spread = agent.train_step(b, e)
@@ -91,12 +119,12 @@ def test_agent_save_load_roundtrip():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     batches = [(seq_batch(rng), seq_batch(rng)) for _ in range(3)]
-    a = LatentAgent((5,), 2, agent_cfg())
+    a = Agent((5,), 2, agent_cfg())
     a.train_step(*batches[0])
     buf = io.BytesIO()
     torch.save(a.full_state(), buf)
     torch.manual_seed(123)
-    b = LatentAgent((5,), 2, agent_cfg())  # different initial weights
+    b = Agent((5,), 2, agent_cfg())  # different initial weights
     buf.seek(0)
     b.load_full_state(torch.load(buf, weights_only=False))
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
@@ -122,7 +150,7 @@ def test_agent_save_load_roundtrip():
 def test_frozen_bc_init_fits_the_actor_on_whole_episode_latents_and_leaves_the_rest():
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    agent = LatentAgent((5,), 2, agent_cfg())
+    agent = Agent((5,), 2, agent_cfg())
     episodes = [{k: v[0] for k, v in seq_batch(rng, b=1, t=t).items()} for t in (7, 9)]
     torch.manual_seed(1)
     data = agent.demo_posteriors(episodes)
@@ -130,7 +158,7 @@ def test_frozen_bc_init_fits_the_actor_on_whole_episode_latents_and_leaves_the_r
     assert data["deter"].shape == (6 + 8, 24) and data["mean"].shape == data["std"].shape == (14, 6)
     assert torch.equal(data["action"], torch.cat([torch.as_tensor(e["action"][1:]) for e in episodes]))
     torch.manual_seed(1)
-    obs, act, first = agent._tensors({k: v[None] for k, v in episodes[0].items()})
+    obs, act, first = agent.tensors({k: v[None] for k, v in episodes[0].items()})
     post, _ = agent.wm.rssm.observe(agent.wm.embed(obs), act, first)
     assert torch.allclose(data["deter"][:6], post["deter"][0, :-1])
     assert torch.allclose(data["mean"][:6], post["mean"][0, :-1])
@@ -244,3 +272,7 @@ def test_cmil_resume_gives_the_same_metrics(tmp_path, monkeypatch, fetch_demos):
     resumed = run_smoke("cmil", "fetch-push", tmp_path / "b", monkeypatch, fetch_demos)
     cols = [c for c in full.columns if c != "wall_s"]
     pd.testing.assert_frame_equal(full[cols], resumed[cols])
+    # the checkpoint carries the evaluation clock and the (empty, just read out) interval means
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["algo_state"]
+    assert state["clock"]["next_eval"] > resumed["env_steps"].iloc[-1]
+    assert state["losses"] == {"sums": {}, "counts": {}}

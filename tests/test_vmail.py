@@ -2,30 +2,55 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from algorithms import cmil, vmail
-from algorithms.actor_critic import LatentAgent
+from algorithms.latent_agent import LatentAgent, LatentConfig
 from cmil_bench.config import build_config
+from cmil_bench.errors import UserError
 
 torch.set_num_threads(1)
 
 
-def test_vmail_defaults_turn_cmil_pieces_off():
+def test_vmail_defaults():
     cfg = build_config(vmail.Config, vmail.PRESETS, None, {}, "vmail")
-    assert cfg.penalty_weight == 0 and cfg.bc_weight == 0 and cfg.ensemble_size == 1
-    assert cfg.pretrain_steps == 0 and cfg.bc_init_steps == 0
-    assert cfg.disc_gp == 1.0 and cfg.disc_noise == 0 and cfg.expl_noise == 0.3
+    assert cfg.ensemble_size == 1 and cfg.std_act == "softplus" and cfg.kl_balance == 0.5
+    assert cfg.gp_weight == 1.0 and cfg.disc_noise == 0 and cfg.expl_noise == 0.3
     assert cfg.seed_policy == "random" and not cfg.critic_real_data and cfg.value_mix == 0
     for preset in ("cpu", "smoke"):
         c = build_config(vmail.Config, vmail.PRESETS, preset, {}, "vmail")
-        assert c.ensemble_size == 1 and c.pretrain_steps == 0 and c.penalty_weight == 0
-        assert c.pretrain_wm_steps == 0 and c.bc_init_steps == 0  # no offline phase, no BC
-    # the same keys as CMIL, so either can be ablated towards the other
-    assert set(vmail.Config.__dataclass_fields__) == set(cmil.Config.__dataclass_fields__)
+        assert c.ensemble_size == 1 and c.seed_policy == "random"
+
+
+def test_vmail_and_cmil_configs_are_siblings_on_the_latent_config():
+    """Both extend the shared LatentConfig; V-MAIL has no CMIL-only key, and neither module
+    imports the other."""
+    assert issubclass(vmail.Config, LatentConfig) and issubclass(cmil.Config, LatentConfig)
+    assert not issubclass(vmail.Config, cmil.Config) and not issubclass(cmil.Config, vmail.Config)
+    shared = set(LatentConfig.__dataclass_fields__)
+    assert set(vmail.Config.__dataclass_fields__) == shared
+    assert set(cmil.Config.__dataclass_fields__) - shared == {
+        "pretrain_wm_steps", "pretrain_steps", "bc_init_steps", "bc_init_mode", "bc_init_batch",
+        "penalty_weight", "bc_weight"}
+    with pytest.raises(UserError, match="penalty_weight"):
+        build_config(vmail.Config, vmail.PRESETS, "cpu", {"penalty_weight": "1"}, "vmail")
+    for mod in (vmail, cmil):
+        tree = ast.parse(Path(mod.__file__).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert not imported & {"algorithms.cmil", "algorithms.vmail"}, mod.__name__
+        assert not names & {"cmil", "vmail"}, mod.__name__
+    # the old names are gone
+    for old in ("env_steps", "disc_gp", "replay_capacity", "opt_eps", "act", "disc_act"):
+        with pytest.raises(UserError, match=old):
+            build_config(vmail.Config, vmail.PRESETS, None, {old: "1"}, "vmail")
 
 
 def test_vmail_update_reward_is_the_discriminator():

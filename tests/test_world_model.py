@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms import cmil
-from algorithms.actor_critic import TruncNormal, lambda_return
+from algorithms.latent_agent import LatentConfig, TruncNormal, lambda_return
 from algorithms.sequence_replay import SequenceReplay
 from algorithms.world_model import WorldModel, gaussian_kl
 from cmil_bench.config import build_config
@@ -22,7 +21,7 @@ def small_cfg(**over):
     base = {"deter": 24, "stoch": 6, "hidden": 20, "ensemble_size": 4, "mlp_layers": "16,16",
             "cnn_depth": 4}
     base.update({k: str(v) for k, v in over.items()})
-    return build_config(cmil.Config, cmil.PRESETS, None, base, "cmil")
+    return build_config(LatentConfig, {}, None, base, "latent")
 
 
 def fake_batch(b, t, obs_shape, act_dim, seed=0):
@@ -64,6 +63,20 @@ def test_world_model_shapes_and_loss(obs_shape):
     assert any(not torch.equal(a, b) for a, b in zip(before, wm.parameters()))
 
 
+def test_states_go_through_the_shared_standardiser():
+    """The world model's input and target: the demos' statistics with the common std floor and
+    clip (algorithms/obs_norm.py), then symlog."""
+    from algorithms.obs_norm import CLIP, STD_FLOOR
+
+    mean, std = np.array([1.0, -2.0, 0.0], np.float32), np.array([2.0, 0.5, 1e-4], np.float32)
+    wm = WorldModel((3,), 2, small_cfg(), mean, std)
+    obs = torch.tensor([[3.0, -1.5, 0.0], [1.0, 100.0, 1.0]])
+    z = torch.tensor([[1.0, 1.0, 0.0], [0.0, CLIP, CLIP]])  # 102 / 0.5 and 1 / floor clip at CLIP
+    assert 1.0 / STD_FLOOR > CLIP
+    assert torch.allclose(wm.target(obs), torch.sign(z) * torch.log1p(z.abs()))
+    assert torch.allclose(WorldModel((3,), 2, small_cfg(symlog_obs=False), mean, std).target(obs), z)
+
+
 def test_kl_nonnegative_and_zero_for_identical():
     torch.manual_seed(0)
     m1, m2 = torch.randn(50, 8), torch.randn(50, 8)
@@ -85,13 +98,13 @@ def test_disagreement_zero_when_heads_share_weights_positive_otherwise():
     assert u.shape == (3, 7) and (u > 0).all()
     prior = wm.rssm.prior
     with torch.no_grad():
-        for p in (prior.w1, prior.b1, prior.w2, prior.b2):
+        for p in prior.parameters():
             p[:] = p[0:1].clone()
     u_same = wm.disagreement(h)
     assert torch.allclose(u_same, torch.zeros(3, 7), atol=1e-6)
     # one head moved away: disagreement comes back
     with torch.no_grad():
-        prior.b2[2, :6] += 1.0
+        prior.out.bias[2, 0, :6] += 1.0
     assert (wm.disagreement(h) > 0.1).all()
     # a single head never disagrees
     wm1 = WorldModel((5,), 2, small_cfg(ensemble_size=1))
@@ -125,7 +138,7 @@ def test_kl_trains_only_the_drawn_heads():
     kl, _ = wm.kl_loss(post, prior)
     kl.backward()
     drawn = set(prior["heads"].tolist())
-    grads = wm.rssm.prior.w1.grad.flatten(1).abs().sum(1)
+    grads = wm.rssm.prior.inp.weight.grad.flatten(1).abs().sum(1)
     for k in range(6):
         assert (grads[k] > 0) == (k in drawn)
 
@@ -203,29 +216,3 @@ def test_trunc_normal_density_sampling_and_entropy():
     assert l2.grad is not None and torch.isfinite(l2.grad).all() and (l2.grad != 0).any()
     assert torch.equal(d.mode, loc)
     assert math.isfinite(d.log_prob(torch.tensor([[1.0, -1.0, 1.0]])).item())
-
-
-@pytest.mark.parametrize("fused", [True, False])
-def test_adamw_matches_torch(fused):
-    from algorithms.world_model import AdamW
-
-    torch.manual_seed(0)
-    a = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
-    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
-    ours = AdamW(a, lr=1e-2, eps=1e-5, weight_decay=0.1)
-    ours.fused = fused and ours.fused
-    ref = torch.optim.AdamW(b, lr=1e-2, eps=1e-5, weight_decay=0.1)
-    for step in range(5):
-        g = [torch.randn_like(p) for p in a]
-        for p, q, gi in zip(a, b, g):
-            p.grad, q.grad = gi.clone(), gi.clone()
-        if step == 2:
-            a[1].grad = b[1].grad = None  # a tensor without gradient is left alone
-        ours.step()
-        ref.step()
-        for p, q in zip(a, b):
-            assert torch.allclose(p, q, atol=1e-6)
-    # state round trip
-    other = AdamW([torch.nn.Parameter(p.detach().clone()) for p in a], lr=1e-2, eps=1e-5, weight_decay=0.1)
-    other.load_state_dict(ours.state_dict())
-    assert all(torch.equal(x, y) for x, y in zip(other.exp_avg_sq, ours.exp_avg_sq))
