@@ -246,6 +246,7 @@ def _check_metrics(path: Path, n_rows: int) -> pd.DataFrame:
     return df
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", ["td3", "sac"])
 def test_smoke_run_from_states(demo_root, tmp_path, agent):
     p = execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=tmp_path / "run",
@@ -256,6 +257,7 @@ def test_smoke_run_from_states(demo_root, tmp_path, agent):
     assert df["actor_updates"].iloc[-1] > 0
 
 
+@pytest.mark.slow
 def test_smoke_run_from_pixels(demo_root, tmp_path):
     p = execute(algo="dac", task="fetch-push-pixels", n_demos=2, seed=0, out=tmp_path / "run",
                 preset="smoke", overrides={"total_steps": "100", "eval_every": "50"},
@@ -264,6 +266,7 @@ def test_smoke_run_from_pixels(demo_root, tmp_path):
     assert df["obs_mode"].iloc[0] == "pixels" and df["env_steps"].tolist() == [50, 100]
 
 
+@pytest.mark.slow
 def test_terminating_env_fills_replay_with_absorbing_loops(demo_root, tmp_path, monkeypatch):
     import gymnasium as gym
 
@@ -339,6 +342,7 @@ def test_bc_steps_fit_the_expert_actions_and_skip_absorbing_states():
         np.testing.assert_allclose(agent.actor_target(f).numpy(), agent.actor(f).numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_state_only_discriminator_and_bc_term_in_a_run(demo_root, tmp_path):
     p = execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=tmp_path / "run",
                 preset="smoke", overrides={"disc_input": "s", "bc_weight": "1", "bc_init_steps": "20",
