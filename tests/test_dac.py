@@ -342,7 +342,6 @@ def test_bc_steps_fit_the_expert_actions_and_skip_absorbing_states():
         np.testing.assert_allclose(agent.actor_target(f).numpy(), agent.actor(f).numpy(), atol=1e-6)
 
 
-@pytest.mark.slow
 def test_state_only_discriminator_and_bc_term_in_a_run(demo_root, tmp_path):
     p = execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=tmp_path / "run",
                 preset="smoke", overrides={"disc_input": "s", "bc_weight": "1", "bc_init_steps": "20",
