@@ -10,6 +10,13 @@ Path fixtures (each writes into the test's ``tmp_path`` and returns the path):
   - ``kitchen_demo_dir`` the real CMIL Kitchen demos under ../shared (skips when absent)
   - ``demo_root``       (module scope) a Minari root with three scripted-expert demos of
                          pointmaze-umaze and fetch-push (with pixels), for smoke runs
+  - ``fetch_demos``     (session scope) a Minari root with the same three fetch-push demos only
+  - ``demo_source``     (session scope) ``d4rl:PATH`` of a 6-episode PointMaze-shaped demo file
+  - ``workflow_copy``   a folder with a copy of the Snakefile, config/ and profiles/
+
+``reference_run(algo, sets=None)`` (session scope) runs one uninterrupted smoke run through the
+command line, once per session for each (algo, sets), and returns its folder; the fault,
+determinism, resume and CLI tests compare their runs with it.
 
 ``demo_expect`` is a dict the path fixtures fill with what a loader must find, keyed by fixture
 name (episode count, lengths, returns, ends, shapes, ...). ``demo_writers`` gives the writer
@@ -20,12 +27,15 @@ functions for custom sizes: ``demo_writers.d4rl(path, ...)``, ``.npz(folder, ...
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from helpers import run_argv, write_pointmaze_demos
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -36,7 +46,8 @@ try:  # keep tests light on the 2 shared cores
 except Exception:  # pragma: no cover - torch is installed, but the fixtures do not need it
     pass
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 KITCHEN_DEMOS = SHARED / "data" / "cmil-kitchen-demos"
 
 DOOR_OBS, DOOR_ACT = 39, 28  # AdroitHandDoor-v1 / D4RL door-human shapes
@@ -187,7 +198,8 @@ def write_npz_folder(
         "returns": [float(e[3]["reward"][1:].sum(dtype=np.float64)) for e in eps],
         "data": [e[3] for e in eps],
         "act_dim": act_dim,
-        "obs_shape": {"pixels": (image_size, image_size, 3), **({"state": (state_dim,)} if state_dim else {})},
+        "obs_shape": {"pixels": (image_size, image_size, 3),
+                      **({"state": (state_dim,)} if state_dim else {})},
     }
 
 
@@ -361,3 +373,50 @@ def demo_root(tmp_path_factory):
             os.environ.pop("MINARI_DATASETS_PATH", None)
         else:
             os.environ["MINARI_DATASETS_PATH"] = old
+
+
+@pytest.fixture(scope="session")
+def fetch_demos(tmp_path_factory):
+    """Three expert episodes of fetch-push with states and pixels (50 steps each)."""
+    from envs.collect import collect_demos
+
+    root = tmp_path_factory.mktemp("minari")
+    collect_demos("fetch-push", 3, seed=0, root=str(root), pixels=True, random_episodes=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_source(tmp_path_factory) -> str:
+    """``d4rl:PATH`` of a 6-episode PointMaze-shaped demo file, written once per session."""
+    return write_pointmaze_demos(tmp_path_factory.mktemp("fault-demos") / "pointmaze.hdf5")
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, demo_source):
+    """``reference_run(algo, sets=None)``: the folder of one uninterrupted run (smoke preset +
+    ``sets``, seed 0, ``demo_source``), made once per session for each (algo, sets)."""
+    from cmil_bench import cli
+
+    made: dict = {}
+
+    def run(algo: str, sets: dict | None = None) -> Path:
+        key = (algo, tuple(sorted((sets or {}).items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"reference-{algo}") / "run"
+            rc = cli.main(run_argv(out, demo_source, algo=algo, sets=sets))
+            assert rc == 0, f"reference {algo} run failed with exit status {rc}"
+            made[key] = out
+        return made[key]
+
+    return run
+
+
+@pytest.fixture
+def workflow_copy(tmp_path) -> Path:
+    """A folder holding a copy of the Snakefile, config/ and profiles/ (for Snakemake runs)."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copy(REPO / "Snakefile", work)
+    shutil.copytree(REPO / "config", work / "config")
+    shutil.copytree(REPO / "profiles", work / "profiles")
+    return work

@@ -84,6 +84,7 @@ def test_missing_dataset_stops_the_run_before_training(tmp_path, monkeypatch, ca
     assert rc == 2 and "D4RL/hammer/human-v2" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_adroit_trains_from_a_local_d4rl_shaped_dataset(tmp_path, monkeypatch, demo_writers):
     """With a dataset under the id the task names, a run goes through: BC smoke on door."""
     import pandas as pd

@@ -9,11 +9,7 @@ import pandas as pd
 import pytest
 
 from cmil_bench import cli
-from test_faults import (  # noqa: F401  (demo_source is a fixture)
-    TASK, assert_clean_failure, assert_same_metrics, call_cli,
-    demo_source, reference_run, run_argv,
-)
-from test_resume import BC_SETS
+from helpers import BC_SETS, TASK, assert_clean_failure, assert_same_metrics, call_cli, run_argv
 
 
 def test_help_lists_commands(capsys):
@@ -62,8 +58,9 @@ def test_list_shows_tasks_and_algorithms(capsys):
     assert "bc" in available()
 
 
-def test_finished_run_layout(tmp_path_factory):
-    ref = reference_run(tmp_path_factory, "bc", BC_SETS)
+@pytest.mark.slow
+def test_finished_run_layout(reference_run):
+    ref = reference_run("bc", BC_SETS)
     df = pd.read_csv(ref / "metrics.csv")
     assert df["grad_steps"].tolist() == list(range(30, 151, 30))
     assert not (ref / "progress.csv").exists()
@@ -73,8 +70,9 @@ def test_finished_run_layout(tmp_path_factory):
     assert all(record["config"][k] == v for k, v in BC_SETS.items())  # what ran
 
 
-def test_force_redoes_finished_run(tmp_path, tmp_path_factory, demo_source, capsys):
-    ref = reference_run(tmp_path_factory, "bc", BC_SETS)
+@pytest.mark.slow
+def test_force_redoes_finished_run(tmp_path, reference_run, demo_source, capsys):
+    ref = reference_run("bc", BC_SETS)
     out = tmp_path / "run"
     shutil.copytree(ref, out)
     (out / "metrics.csv").write_text("stale\n")
@@ -84,6 +82,7 @@ def test_force_redoes_finished_run(tmp_path, tmp_path_factory, demo_source, caps
     assert_same_metrics(out / "metrics.csv", ref / "metrics.csv")
 
 
+@pytest.mark.slow
 def test_busy_run_folder_is_refused(tmp_path, demo_source, capsys):
     from cmil_bench.run import RunFolderLock
 

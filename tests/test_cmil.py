@@ -199,16 +199,6 @@ def test_config_checks():
 
 
 # ------------------------------------------------------------------------------ harness runs
-@pytest.fixture(scope="module")
-def fetch_demos(tmp_path_factory):
-    """Three expert episodes of fetch-push with states and pixels (50 steps each)."""
-    from envs.collect import collect_demos
-
-    root = tmp_path_factory.mktemp("minari")
-    collect_demos("fetch-push", 3, seed=0, root=str(root), pixels=True, random_episodes=2)
-    return root
-
-
 def run_smoke(algo, task, out, monkeypatch, root, **over):
     from cmil_bench.run import execute
 
@@ -224,6 +214,7 @@ LOGGED = ["wm_loss", "disc_acc", "disagreement_policy", "disagreement_demo", "pe
           "actor_loss", "critic_loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["fetch-push", "fetch-push-pixels"])
 def test_cmil_smoke_run(task, tmp_path, monkeypatch, fetch_demos):
     df = run_smoke("cmil", task, tmp_path / "run", monkeypatch, fetch_demos)
@@ -237,6 +228,7 @@ def test_cmil_smoke_run(task, tmp_path, monkeypatch, fetch_demos):
     assert (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_cmil_world_model_pretraining_and_frozen_bc_init_run(tmp_path, monkeypatch, fetch_demos):
     df = run_smoke("cmil", "fetch-push", tmp_path / "run", monkeypatch, fetch_demos,
                    pretrain_wm_steps=4, bc_init_mode="frozen", bc_init_steps=5, bc_init_batch=8)
@@ -247,6 +239,7 @@ def test_cmil_world_model_pretraining_and_frozen_bc_init_run(tmp_path, monkeypat
         assert np.isfinite(df[col]).all(), col
 
 
+@pytest.mark.slow
 def test_cmil_resume_gives_the_same_metrics(tmp_path, monkeypatch, fetch_demos):
     """Killed right after its second checkpoint and restarted, a run ends with the same metrics."""
     from cmil_bench import run as run_mod

@@ -151,6 +151,7 @@ def _check_metrics(path: Path, n_rows: int) -> pd.DataFrame:
     return df
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("agent", ["td3", "sac"])
 def test_smoke_run_from_states(demo_root, tmp_path, agent):
     p = execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=tmp_path / "run",
@@ -161,6 +162,7 @@ def test_smoke_run_from_states(demo_root, tmp_path, agent):
     assert df["actor_updates"].iloc[-1] > 0
 
 
+@pytest.mark.slow
 def test_smoke_run_from_pixels(demo_root, tmp_path):
     p = execute(algo="dac", task="fetch-push-pixels", n_demos=2, seed=0, out=tmp_path / "run",
                 preset="smoke", overrides={"total_steps": "100", "eval_every": "50"},
@@ -169,6 +171,7 @@ def test_smoke_run_from_pixels(demo_root, tmp_path):
     assert df["obs_mode"].iloc[0] == "pixels" and df["env_steps"].tolist() == [50, 100]
 
 
+@pytest.mark.slow
 def test_terminating_env_fills_replay_with_absorbing_loops(demo_root, tmp_path, monkeypatch):
     import gymnasium as gym
 

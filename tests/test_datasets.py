@@ -125,7 +125,8 @@ def test_d4rl_truncated_file_names_file(d4rl_hdf5):
 def test_d4rl_empty_file(tmp_path):
     path = tmp_path / "empty.hdf5"
     with h5py.File(path, "w") as f:
-        for key, shape in (("observations", (0, 3)), ("actions", (0, 2)), ("rewards", (0,)), ("terminals", (0,))):
+        for key, shape in (("observations", (0, 3)), ("actions", (0, 2)), ("rewards", (0,)),
+                           ("terminals", (0,))):
             f.create_dataset(key, data=np.zeros(shape, np.float32))
     with pytest.raises(UserError, match="empty"):
         load_demos(str(path))
@@ -308,8 +309,9 @@ def _toy(m):
     return DemoSet(
         source="toy:set",
         trajectories=[
-            Trajectory(observations={"state": np.zeros((3, 2), np.float32)}, actions=np.zeros((2, 1), np.float32),
-                       rewards=np.zeros(2, np.float32), episode_id=f"e{i}")
+            Trajectory(observations={"state": np.zeros((3, 2), np.float32)},
+                       actions=np.zeros((2, 1), np.float32), rewards=np.zeros(2, np.float32),
+                       episode_id=f"e{i}")
             for i in range(m)
         ],
     )

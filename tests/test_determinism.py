@@ -15,10 +15,9 @@ import os
 import pandas as pd
 import pytest
 
-from test_faults import (  # noqa: F401  (demo_source is a fixture)
-    assert_same_metrics, call_cli, demo_source, read_metrics, reference_run, run_argv,
-)
-from test_resume import BC_SETS
+from helpers import BC_SETS, assert_same_metrics, call_cli, read_metrics, run_argv
+
+pytestmark = pytest.mark.slow  # every test trains
 
 ALGOS = (["bc", "gail", "dac", "vmail", "cmil"] if os.environ.get("CMIL_BENCH_ALL_ALGOS") == "1"
          else ["bc", "dac", "cmil"])
@@ -29,12 +28,12 @@ def _sets(algo: str) -> dict | None:
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_same_seed_same_metrics(algo, demo_source, tmp_path, tmp_path_factory, capsys):
+def test_same_seed_same_metrics(algo, demo_source, tmp_path, reference_run, capsys):
     from algorithms import available
 
     if algo not in available():
         pytest.skip(f"algorithms/{algo}.py does not exist in this checkout yet")
-    first = reference_run(tmp_path_factory, algo, _sets(algo))
+    first = reference_run(algo, _sets(algo))
     rc, _, err = call_cli(run_argv(tmp_path / "again", demo_source, algo=algo, sets=_sets(algo)),
                           capsys)
     assert rc == 0, err
@@ -46,8 +45,8 @@ def test_same_seed_same_metrics(algo, demo_source, tmp_path, tmp_path_factory, c
         assert a[key] == b[key], key
 
 
-def test_other_seed_differs(demo_source, tmp_path, tmp_path_factory, capsys):
-    first = reference_run(tmp_path_factory, "bc", BC_SETS)
+def test_other_seed_differs(demo_source, tmp_path, reference_run, capsys):
+    first = reference_run("bc", BC_SETS)
     rc, _, err = call_cli(run_argv(tmp_path / "s1", demo_source, seed=1, sets=BC_SETS), capsys)
     assert rc == 0, err
     a = read_metrics(first / "metrics.csv").drop(columns=["seed"])

@@ -13,6 +13,8 @@ from cmil_bench.errors import UserError
 from cmil_bench.evaluate import evaluate_checkpoint
 from cmil_bench.run import EVAL_SEED_BASE, execute
 
+pytestmark = pytest.mark.slow  # every test scores runs that the module trains first
+
 ALGOS = ("bc", "gail", "dac", "vmail", "cmil")
 
 

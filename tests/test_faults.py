@@ -4,154 +4,32 @@ Each case goes through the command line (``cmil_bench.cli.main(argv)`` in this p
 ``cmil-bench`` script in a subprocess where the process's environment matters) and checks: the
 exit status, exactly one ``error:`` line naming the bad thing, no traceback, no ``metrics.csv``.
 
-This module also holds the small helpers the other fault tests import (test_resume,
-test_determinism, test_cli): a tiny PointMaze-shaped demo file in the D4RL layout, the smoke
-arguments of a BC run, and a metrics comparison that ignores ``wall_s``.
+The helpers (demo file, run arguments, the clean-failure check) are in helpers.py, the
+``demo_source`` fixture in conftest.py.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cmil_bench import cli
-
-TASK = "pointmaze-umaze"
-STATE_DIM, ACT_DIM = 6, 2  # PointMaze state = observation (4) + desired goal (2)
-EPISODE_LENGTHS = (40, 55, 30, 45, 50, 35)
-SUBPROCESS_TIMEOUT = 120
-
-
-# ------------------------------------------------------------------------------------- helpers
-
-
-def write_pointmaze_demos(path: Path, pixels: bool = False, seed: int = 0,
-                          lengths=EPISODE_LENGTHS) -> str:
-    """A D4RL-layout HDF5 file shaped like PointMaze-UMaze demos; returns the demo source string.
-
-    Random observations and actions; reward 1 per step, so the demo return (the episode length)
-    differs from a random policy's. With ``pixels`` the observations are a group with ``state``
-    and 64x64x3 ``pixels``.
-    """
-    import h5py
-
-    rng = np.random.default_rng(seed)
-    n = int(sum(lengths))
-    timeouts = np.zeros(n, dtype=bool)
-    timeouts[np.cumsum(lengths) - 1] = True
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        state = rng.normal(size=(n, STATE_DIM)).astype(np.float32)
-        if pixels:
-            f.create_dataset("observations/state", data=state)
-            f.create_dataset("observations/pixels",
-                             data=rng.integers(0, 256, size=(n, 64, 64, 3), dtype=np.uint8))
-        else:
-            f.create_dataset("observations", data=state)
-        f.create_dataset("actions", data=rng.uniform(-1, 1, size=(n, ACT_DIM)).astype(np.float32))
-        f.create_dataset("rewards", data=np.ones(n, dtype=np.float32))
-        f.create_dataset("terminals", data=np.zeros(n, dtype=bool))
-        f.create_dataset("timeouts", data=timeouts)
-    return f"d4rl:{path}"
-
-
-# Shared by every module that imports these helpers (a fixture imported into several modules
-# would be built once per module; the cache makes the demo file and the reference runs one per
-# session, so that runs of different modules are comparable).
-_SESSION_CACHE: dict = {}
-
-
-def shared_demo_source(tmp_path_factory) -> str:
-    if "demos" not in _SESSION_CACHE:
-        path = tmp_path_factory.mktemp("fault-demos") / "pointmaze.hdf5"
-        _SESSION_CACHE["demos"] = write_pointmaze_demos(path)
-    return _SESSION_CACHE["demos"]
-
-
-@pytest.fixture(scope="session")
-def demo_source(tmp_path_factory) -> str:
-    """``d4rl:PATH`` of a 6-episode PointMaze-shaped demo file, written once per session."""
-    return shared_demo_source(tmp_path_factory)
-
-
-def reference_run(tmp_path_factory, algo: str, sets: dict | None = None) -> Path:
-    """The folder of one uninterrupted run (smoke preset + ``sets``, seed 0), once per session."""
-    key = ("run", algo, tuple(sorted((sets or {}).items())))
-    if key not in _SESSION_CACHE:
-        out = tmp_path_factory.mktemp(f"reference-{algo}") / "run"
-        rc = cli.main(run_argv(out, shared_demo_source(tmp_path_factory), algo=algo, sets=sets))
-        assert rc == 0, f"reference {algo} run failed with exit status {rc}"
-        _SESSION_CACHE[key] = out
-    return _SESSION_CACHE[key]
-
-
-def run_argv(out, source: str, algo: str = "bc", demos: int = 5, seed: int = 0,
-             preset: str | None = "smoke", sets: dict | None = None, task: str = TASK) -> list[str]:
-    argv = ["run", "--algo", algo, "--task", task, "--demos", str(demos), "--seed", str(seed),
-            "--out", str(out), "--demo-source", source, "--progress", "off"]
-    if preset:
-        argv += ["--preset", preset]
-    for k, v in (sets or {}).items():
-        argv += ["--set", f"{k}={v}"]
-    return argv
-
-
-def call_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``cmil-bench ARGV`` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    rc = cli.main(argv)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("MUJOCO_GL", "egl")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def call_cli_subprocess(argv: list[str], env: dict | None = None,
-                        timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess:
-    """``cmil-bench ARGV`` in a fresh Python process (for what a process's start decides)."""
-    return subprocess.run([sys.executable, "-m", "cmil_bench.cli", *argv], capture_output=True,
-                          text=True, timeout=timeout, env=env or cli_env())
-
-
-def read_metrics(path) -> pd.DataFrame:
-    """A metrics.csv without ``wall_s``, the one column allowed to differ between equal runs."""
-    df = pd.read_csv(path)
-    assert "wall_s" in df.columns
-    return df.drop(columns=["wall_s"])
-
-
-def assert_same_metrics(a, b) -> None:
-    pd.testing.assert_frame_equal(read_metrics(a), read_metrics(b), check_exact=True)
-
-
-def assert_clean_failure(rc: int, err: str, *names: str, out: Path | None = None,
-                         status: int = 2) -> str:
-    """Exit ``status``, one ``error:`` line naming every one of ``names``, no traceback, no
-    metrics.csv under ``out``. Returns the error line."""
-    assert rc == status, f"exit status {rc}, expected {status}; stderr:\n{err}"
-    assert "Traceback" not in err, f"traceback on stderr:\n{err}"
-    lines = [ln for ln in err.splitlines() if "error:" in ln or "diverged:" in ln]
-    assert len(lines) == 1, f"expected one error line, got:\n{err}"
-    for name in names:
-        assert name in lines[0], f"{name!r} not named in: {lines[0]}"
-    if out is not None:
-        assert not list(Path(out).rglob("metrics.csv")), f"a metrics.csv was left under {out}"
-    return lines[0]
-
+from helpers import (
+    ACT_DIM,
+    EPISODE_LENGTHS,
+    SUBPROCESS_TIMEOUT,
+    TASK,
+    assert_clean_failure,
+    call_cli,
+    call_cli_subprocess,
+    cli_env,
+    run_argv,
+    write_pointmaze_demos,
+)
 
 # ---------------------------------------------------------------------------------- bad names
 
@@ -308,6 +186,7 @@ def test_out_is_a_file(tmp_path, demo_source, capsys):
 # ------------------------------------------------------------------------------- divergence
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_named_loss_and_step(tmp_path, demo_source, capsys, monkeypatch):
     """A loss that turns NaN after the first evaluation: exit 3, the message names the loss and
     the step, the first evaluation's checkpoint stays (finite, resumable), no metrics.csv."""
@@ -354,6 +233,7 @@ def test_pixel_task_without_offscreen_renderer(tmp_path, capsys, monkeypatch):
     assert_clean_failure(rc, err, TASK + "-pixels", "MUJOCO_GL", out=out)
 
 
+@pytest.mark.slow
 def test_invalid_mujoco_gl(tmp_path, demo_source):
     """MuJoCo reads MUJOCO_GL at import: an unknown value stops every command at once. Through
     the installed ``cmil-bench`` script, so that its exit status reaches the shell too."""
@@ -366,6 +246,7 @@ def test_invalid_mujoco_gl(tmp_path, demo_source):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_pixel_task_with_rendering_disabled(tmp_path):
     """MUJOCO_GL=disable loads MuJoCo without any GL: state tasks work, a pixel task stops with a
     clear message (and gymnasium's half-built viewer must not print a traceback on the way)."""
@@ -390,6 +271,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_default_gl_falls_back_for_state_tasks():
     """MUJOCO_GL unset and EGL unusable: the CLI switches rendering off and state tasks work."""
     env = cli_env()

@@ -77,6 +77,7 @@ def _check_metrics(path: Path, n_rows: int) -> pd.DataFrame:
     return df
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("obs_norm", ["running", "demo"])
 def test_smoke_run_from_states_is_deterministic(demo_root, tmp_path, obs_norm):
     runs = []
@@ -90,6 +91,7 @@ def test_smoke_run_from_states_is_deterministic(demo_root, tmp_path, obs_norm):
     pd.testing.assert_frame_equal(a.drop(columns="wall_s"), b.drop(columns="wall_s"), check_exact=True)
 
 
+@pytest.mark.slow
 def test_smoke_run_from_pixels(demo_root, tmp_path):
     p = execute(algo="gail", task="fetch-push-pixels", n_demos=2, seed=0, out=tmp_path / "run",
                 preset="smoke", overrides={"total_steps": "100", "rollout_len": "25"},
@@ -118,6 +120,7 @@ def test_policy_and_value_train_on_a_fixed_reward():
     assert ac.pi(obs).mean().item() > before + 0.3
 
 
+@pytest.mark.slow
 def test_bc_init_and_bc_term_fit_the_policy_mean(demo_root, tmp_path):
     # After the BC start (and two short PPO iterations without a BC term) the policy mean fits
     # the demos' actions far better than a zero policy does (fixed demo statistics, so that the

@@ -7,7 +7,6 @@ committed) and skip, saying so, where that folder is absent.
 from __future__ import annotations
 
 import os
-import urllib.error
 from pathlib import Path
 
 import numpy as np

@@ -23,7 +23,8 @@ class CountingEnv:
         assert self.t < self.length, "stepped after the episode ended"
         self.t += 1
         self.seen.append(float(action[0]))
-        return np.array([self.ident], np.float32), float(action[0]), self.t == self.length, False, {"t": self.t}
+        obs = np.array([self.ident], np.float32)
+        return obs, float(action[0]), self.t == self.length, False, {"t": self.t}
 
 
 class RowCounter:

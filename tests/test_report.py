@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from rliable import metrics as rl_metrics
 
-from analysis import stats
 from analysis.report import final_scores, load_runs, main, report
 from cmil_bench.errors import UserError
 
@@ -119,6 +117,7 @@ def test_final_scores_last_k(runs):
         final_scores(df, last_k=0)
 
 
+@pytest.mark.slow
 def test_report_numbers_tables_and_figures(runs, tmp_path):
     out = tmp_path / "report"
     summary = report(runs, out, reps=REPS, seed=1)
@@ -174,6 +173,7 @@ def test_report_numbers_tables_and_figures(runs, tmp_path):
             assert f"`{f}`" in readme
 
 
+@pytest.mark.slow
 def test_report_is_reproducible_and_ci_independent_of_other_algorithms(runs, tmp_path):
     s1 = report(runs, tmp_path / "r1", reps=REPS, seed=3, figures_too=False)
     s2 = report(runs, tmp_path / "r2", reps=REPS, seed=3, figures_too=False)
@@ -275,7 +275,7 @@ def test_manifest_restricts_the_runs(runs, tmp_path):
     keep = dirs[: len(dirs) // 2]
     manifest = tmp_path / "runs.txt"
     manifest.write_text("\n".join(keep) + "\n")
-    df, info = _load(runs, only=[l for l in manifest.read_text().splitlines() if l])
+    df, info = _load(runs, only=[ln for ln in manifest.read_text().splitlines() if ln])
     assert sorted(df["run_dir"].unique()) == keep
     assert info["finished"] == len(keep)
 
@@ -296,7 +296,7 @@ def test_ablation_figure_and_table(tmp_path):
     assert ablation.main(["--manifest", str(manifest), "--out", str(out), "--reps", "100"]) == 0
     assert (out / "ablation.png").stat().st_size > 1000
     table = (out / "ablation.md").read_text()
-    rows = [l for l in table.splitlines() if "penalty_weight" in l and "cmil[" in l]
+    rows = [ln for ln in table.splitlines() if "penalty_weight" in ln and "cmil[" in ln]
     assert len(rows) == 2
     iqms = [float(r.split("|")[6]) for r in rows]
     assert iqms[0] < 0.35 < 0.75 < iqms[1]

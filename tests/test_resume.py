@@ -29,13 +29,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_faults import (  # noqa: F401  (demo_source is a fixture)
-    SUBPROCESS_TIMEOUT, assert_same_metrics, call_cli, cli_env, demo_source, reference_run,
-    run_argv,
-)
+from helpers import BC_SETS, SUBPROCESS_TIMEOUT, assert_same_metrics, call_cli, cli_env, run_argv
 
-# BC with more evaluations than its smoke preset, so that a kill from outside lands mid-run.
-BC_SETS = {"total_steps": 150, "eval_every": 30}
+pytestmark = pytest.mark.slow  # every test trains, most in a subprocess
+
 ALGOS = (["bc", "gail", "dac", "vmail", "cmil"] if os.environ.get("CMIL_BENCH_ALL_ALGOS") == "1"
          else ["dac", "cmil"])
 
@@ -93,9 +90,9 @@ def _assert_killed_midway(out: Path, proc) -> None:
 
 
 @pytest.fixture(scope="module")
-def bc_reference(tmp_path_factory):
+def bc_reference(reference_run):
     """An uninterrupted BC run (BC_SETS); its folder."""
-    return reference_run(tmp_path_factory, "bc", BC_SETS)
+    return reference_run("bc", BC_SETS)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +139,7 @@ def test_sigkill_midway_then_resume(bc_killed, bc_reference, demo_source, tmp_pa
 
 
 @pytest.mark.parametrize("algo", ALGOS)
-def test_killed_after_checkpoint_resumes(algo, demo_source, tmp_path, tmp_path_factory, capsys):
+def test_killed_after_checkpoint_resumes(algo, demo_source, tmp_path, reference_run, capsys):
     if algo not in _available():
         pytest.skip(f"algorithms/{algo}.py does not exist in this checkout yet")
     argv = run_argv(tmp_path / "killed", demo_source, algo=algo)
@@ -153,7 +150,7 @@ def test_killed_after_checkpoint_resumes(algo, demo_source, tmp_path, tmp_path_f
     rc, _, err = call_cli(argv, capsys)
     assert rc == 0, err
     assert "ignoring" not in err and "starting clean" not in err
-    whole = reference_run(tmp_path_factory, algo)
+    whole = reference_run(algo)
     assert_same_metrics(tmp_path / "killed" / "metrics.csv", whole / "metrics.csv")
     # the rows written before the kill are the resumed run's first rows, unchanged
     final = pd.read_csv(tmp_path / "killed" / "metrics.csv")

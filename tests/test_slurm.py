@@ -117,15 +117,6 @@ def _job_state(job_id: str) -> str:
     return out
 
 
-def _workflow_copy(tmp_path: Path) -> Path:
-    work = tmp_path / "repo"
-    work.mkdir()
-    shutil.copy(REPO / "Snakefile", work)
-    shutil.copytree(REPO / "config", work / "config")
-    shutil.copytree(REPO / "profiles", work / "profiles")
-    return work
-
-
 def _dry_run_resources(work: Path, args: list[str]) -> dict[str, dict[str, str]]:
     """``snakemake -n ARGS`` in ``work``: rule name -> its resources as printed."""
     proc = subprocess.run(["snakemake", "-n", *args], cwd=work, capture_output=True, text=True,
@@ -141,9 +132,10 @@ def _dry_run_resources(work: Path, args: list[str]) -> dict[str, dict[str, str]]
     return out
 
 
-def test_slurm_profile_resources_grow_with_attempt(tmp_path):
+@pytest.mark.slow
+def test_slurm_profile_resources_grow_with_attempt(workflow_copy):
     """The profile parses, and a retried job asks for more (runtime and memory x attempt)."""
-    work = _workflow_copy(tmp_path)
+    work = workflow_copy
     args = ["--profile", "profiles/slurm", "smoke", "--config", 'smoke={"algos": ["bc"]}']
     first = _dry_run_resources(work, args)
     third = _dry_run_resources(work, args + ["--attempt", "3"])
@@ -155,8 +147,9 @@ def test_slurm_profile_resources_grow_with_attempt(tmp_path):
     assert int(first["run"]["mem_mb"]) > 0 and int(first["run"]["runtime"]) > 0
 
 
-def test_local_profile_parses(tmp_path):
-    work = _workflow_copy(tmp_path)
+@pytest.mark.slow
+def test_local_profile_parses(workflow_copy):
+    work = workflow_copy
     res = _dry_run_resources(work, ["--profile", "profiles/local", "smoke",
                                     "--config", 'smoke={"algos": ["bc"]}'])
     assert set(res) >= {"demos", "run", "report"}
@@ -165,10 +158,12 @@ def test_local_profile_parses(tmp_path):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_smoke_workflow_on_slurm(slurm_cluster, tmp_path):
+# its own limits: the cluster start (installs packages the first time), the workflow, the stop
+@pytest.mark.timeout(START_TIMEOUT + WORKFLOW_TIMEOUT + 180)
+def test_smoke_workflow_on_slurm(slurm_cluster, workflow_copy, tmp_path):
     algos = _smoke_algorithms()
     assert algos, "no smoke algorithm exists in this checkout"
-    work = _workflow_copy(tmp_path)
+    work = workflow_copy
     cmd = ["snakemake", "--profile", "profiles/slurm", "smoke",
            "--config", "smoke=" + json.dumps({"algos": algos}),
            "--retries", "0",

@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.test_slurm import _workflow_copy
+import pytest
 
 ALGOS = '{"algos": ["bc", "gail"], "seeds": [0, 1]}'
 
@@ -41,8 +41,9 @@ def _finish(work: Path) -> list[Path]:
     return runs
 
 
-def test_deleted_run_is_redone_with_its_report(tmp_path):
-    work = _workflow_copy(tmp_path)
+@pytest.mark.slow
+def test_deleted_run_is_redone_with_its_report(workflow_copy):
+    work = workflow_copy
     full = _dry(work)
     assert full["run"] == 4 and full["report"] == 1
     runs = _finish(work)

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -73,6 +72,7 @@ def discgen():
     return _script("disc_generalisation")
 
 
+@pytest.mark.slow
 def test_disc_generalisation_splits_demos_and_scores_replay(discgen, demo_root, tmp_path):
     from cmil_bench.errors import UserError
     from cmil_bench.run import execute

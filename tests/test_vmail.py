@@ -71,15 +71,7 @@ def test_vmail_update_reward_is_the_discriminator():
     assert torch.isfinite(m["disc_loss"])  # includes the gradient penalty
 
 
-@pytest.fixture(scope="module")
-def fetch_demos(tmp_path_factory):
-    from envs.collect import collect_demos
-
-    root = tmp_path_factory.mktemp("minari")
-    collect_demos("fetch-push", 3, seed=0, root=str(root), pixels=True, random_episodes=2)
-    return root
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["fetch-push", "fetch-push-pixels"])
 def test_vmail_smoke_run(task, tmp_path, monkeypatch, fetch_demos):
     from cmil_bench.run import execute
