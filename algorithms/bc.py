@@ -137,7 +137,8 @@ def train(run, cfg: Config) -> None:
                                 "clock": clock.state_dict(), "log": log.state_dict(), "step": step})
 
 
-def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, task, device, which: str = "eval"):
+def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, episode_len: int, device,  # noqa: ARG001
+                which: str = "eval"):  # noqa: ARG001 (the harness signature)
     """The evaluation policy of a checkpoint's ``state`` (see ``cmil_bench.evaluate``)."""
     policy = Policy(obs_shape, act_dim, cfg).to(device)
     policy.load_state_dict(state["policy"])

@@ -459,7 +459,8 @@ def train(run, cfg: Config) -> None:
 EVAL_POLICIES = ("eval", "live")
 
 
-def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, task, device, which: str = "eval"):
+def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, episode_len: int, device,  # noqa: ARG001
+                which: str = "eval"):
     """A checkpoint's evaluation policy (``which="eval"``) or its live actor (``"live"``)."""
     agent = DAC(obs_shape, act_dim, cfg, device)
     agent.load_state_dict(state["agent"])

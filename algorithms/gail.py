@@ -226,7 +226,8 @@ class MeanPolicy:
         return self.ac.pi(self.ac.features(o)).clamp(-1, 1).cpu().numpy()
 
 
-def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, task, device, which: str = "eval"):
+def eval_policy(state: dict, cfg: Config, obs_shape, act_dim: int, episode_len: int, device,  # noqa: ARG001
+                which: str = "eval"):  # noqa: ARG001 (the harness signature)
     """The evaluation policy of a checkpoint's ``state`` (see ``cmil_bench.evaluate``)."""
     ac = ActorCritic(obs_shape, act_dim, cfg).to(device)
     ac.load_state_dict(state["ac"])

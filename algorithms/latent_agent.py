@@ -293,7 +293,7 @@ class LatentAgent(nn.Module):
         """Weight of the expert actions' negative log-likelihood in the actor loss."""
         return 0.0
 
-    def imagined_reward(self, d_prob: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def imagined_reward(self, d_prob: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
         """Reward of imagined (feature, action) pairs from D's probability and the disagreement."""
         return d_prob
 
@@ -582,9 +582,10 @@ class LatentTrainer:
         env.close()
 
 
-def eval_policy(state: dict, cfg: LatentConfig, obs_shape, act_dim: int, task, device, which: str = "eval"):
+def eval_policy(state: dict, cfg: LatentConfig, obs_shape, act_dim: int, episode_len: int, device,
+                which: str = "eval"):  # noqa: ARG001 (the harness signature)
     """The evaluation policy (actor mean on the filtered latent state) of a checkpoint's
     ``state`` (a ``LatentTrainer.state_dict``); see ``cmil_bench.evaluate``."""
     agent = LatentAgent(obs_shape, act_dim, cfg).to(device)
     agent.load_state_dict(state["agent"]["modules"])
-    return agent.policy("eval", episode_len=task.max_episode_steps)
+    return agent.policy("eval", episode_len=episode_len)

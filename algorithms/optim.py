@@ -127,7 +127,7 @@ class AdamW:
             self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
             self.steps = [torch.zeros((), device=p.device) for p in self.params]
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: ARG002 (torch.optim signature)
         for p in self.params:
             p.grad = None
 

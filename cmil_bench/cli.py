@@ -164,7 +164,7 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _cmd_list(args) -> int:
+def _cmd_list(_args) -> int:
     from algorithms import available
     from envs.registry import get_task, list_tasks
 

@@ -56,7 +56,8 @@ def evaluate_checkpoint(run_dir: str | Path, episodes: int = 200, seed_base: int
         algo, task_name = meta["algo"], meta["task"]
         lo, hi = float(meta["ref_random_return"]), float(meta["ref_demo_return"])
     except (ValueError, KeyError) as e:
-        raise UserError(f"{str(meta_path)!r} is not a cmil-bench run record ({type(e).__name__}: {e})") from None
+        raise UserError(f"{str(meta_path)!r} is not a cmil-bench run record "
+                        f"({type(e).__name__}: {e})") from None
     module = get_algorithm(algo)
     choices = getattr(module, "EVAL_POLICIES", ("eval",))
     if which not in choices:
@@ -75,7 +76,7 @@ def evaluate_checkpoint(run_dir: str | Path, episodes: int = 200, seed_base: int
     try:
         obs_shape = tuple(envs[0].observation_space.shape)
         act_dim = int(envs[0].action_space.shape[0])
-        policy = module.eval_policy(state, cfg, obs_shape, act_dim, task, dev, which)
+        policy = module.eval_policy(state, cfg, obs_shape, act_dim, task.max_episode_steps, dev, which)
         rets: list[float] = []
         wins: list[float] = []
         with torch.no_grad():

@@ -14,7 +14,7 @@ module exposes ``Config`` (a dataclass extending ``BaseConfig``), ``PRESETS`` an
   * on start calls ``run.restore()``, which returns that state (or None on a fresh start),
   * checks its losses with ``run.check_finite({...}, step)``.
 
-It also exposes ``eval_policy(state, cfg, obs_shape, act_dim, task, device, which)``, which
+It also exposes ``eval_policy(state, cfg, obs_shape, act_dim, episode_len, device, which)``, which
 rebuilds from a checkpoint's ``state`` the policy its evaluations used (``cmil_bench.evaluate``
 scores it again), and optionally ``EVAL_POLICIES``, the names ``which`` accepts.
 
@@ -28,7 +28,6 @@ Files in the run folder:
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import json

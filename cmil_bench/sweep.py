@@ -21,6 +21,7 @@ from typing import Any
 from cmil_bench.config import check_key_name
 from cmil_bench.errors import UserError
 
+
 class SweepConfigError(UserError):
     """A sweep config that the schema or the name checks refuse."""
 

@@ -98,7 +98,7 @@ def _strip(info: dict) -> dict:
 
 def _run_expert(env: gym.Env, spec: TaskSpec, seed: int, keep_obs: bool) -> dict:
     expert = make_expert(spec, env)
-    return rollout(env, spec, lambda obs, raw: expert(raw), seed, keep_obs=keep_obs,
+    return rollout(env, spec, lambda _obs, raw: expert(raw), seed, keep_obs=keep_obs,
                    on_reset=expert.reset)
 
 

@@ -310,7 +310,8 @@ def _fmt_bounds(low: Any, high: Any) -> str:
     low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
     if low.size and np.all(low == low.flat[0]) and np.all(high == high.flat[0]):
         return f"[{_fmt_num(low.flat[0])}, {_fmt_num(high.flat[0])}]"
-    return f"per-dim low in [{_fmt_num(low.min())}, {_fmt_num(low.max())}], high in [{_fmt_num(high.min())}, {_fmt_num(high.max())}]"
+    return (f"per-dim low in [{_fmt_num(low.min())}, {_fmt_num(low.max())}], "
+            f"high in [{_fmt_num(high.min())}, {_fmt_num(high.max())}]")
 
 
 def inspect_source(source: str) -> str:
@@ -358,7 +359,8 @@ def inspect_source(source: str) -> str:
         known = [s for s in succ if s is not None]
         key = success_key(next(t.infos for t in trajs if success_key(t.infos)))
         lines.append(
-            f"success rate: {np.mean(known):.3f} ({sum(known)}/{len(known)} episodes, info {key!r} at any step)"
+            f"success rate: {np.mean(known):.3f} ({sum(known)}/{len(known)} episodes, "
+            f"info {key!r} at any step)"
         )
     info_keys = sorted(first.infos)
     if info_keys:
@@ -511,7 +513,8 @@ def _load_minari(path: Path, source: str, task: Any) -> tuple[list[Trajectory], 
         if actions.dtype.kind == "f":
             actions = actions.astype(np.float32, copy=False)
         if actions.shape[0] != T:
-            raise UserError(f"Minari dataset {path}: episode {ep.id} has {actions.shape[0]} actions for {T} steps")
+            raise UserError(f"Minari dataset {path}: episode {ep.id} has {actions.shape[0]} actions "
+                            f"for {T} steps")
         infos = _step_infos(_flatten_infos(ep.infos or {}), T, drop_first=True)
         term = bool(np.asarray(ep.terminations)[-1]) if T else False
         trunc = bool(np.asarray(ep.truncations)[-1]) and not term if T else False
@@ -604,8 +607,10 @@ def _load_d4rl(path: Path, source: str) -> tuple[list[Trajectory], dict]:
             next_obs = None
             if "next_observations" in f and isinstance(f["next_observations"], h5py.Dataset):
                 next_obs = {"": f["next_observations"][()]}
-            infos = _h5_read_group(f["infos"], n) if "infos" in f and isinstance(f["infos"], h5py.Group) else {}
-            metadata = _h5_small_meta(f["metadata"]) if "metadata" in f and isinstance(f["metadata"], h5py.Group) else {}
+            has_infos = "infos" in f and isinstance(f["infos"], h5py.Group)
+            infos = _h5_read_group(f["infos"], n) if has_infos else {}
+            has_meta = "metadata" in f and isinstance(f["metadata"], h5py.Group)
+            metadata = _h5_small_meta(f["metadata"]) if has_meta else {}
     except UserError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
@@ -616,7 +621,7 @@ def _load_d4rl(path: Path, source: str) -> tuple[list[Trajectory], dict]:
     # Map observation arrays to the state/pixels keys.
     obs_keys: dict[str, np.ndarray] = {}
     state_parts = []
-    for key, arr in obs_all.items():
+    for arr in obs_all.values():
         if _is_image(arr):
             obs_keys["pixels"] = _to_hwc(arr)
         else:
@@ -686,7 +691,8 @@ def _read_npz(path: Path, source: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except _NPZ_ERRORS as exc:
-        raise UserError(f"cannot read npz episode {path} (demo source {source!r}): {type(exc).__name__}: {exc}") from None
+        raise UserError(f"cannot read npz episode {path} (demo source {source!r}): "
+                        f"{type(exc).__name__}: {exc}") from None
 
 
 def _npz_episode(path: Path, source: str) -> Trajectory:
@@ -702,7 +708,8 @@ def _npz_episode(path: Path, source: str) -> Trajectory:
         )
     rows = int(data["action"].shape[0]) if data["action"].ndim else 0
     if rows < 2:
-        raise UserError(f"npz episode {path} has {rows} rows; a DreamerV2 episode needs at least 2 (reset + one step)")
+        raise UserError(f"npz episode {path} has {rows} rows; a DreamerV2 episode needs at least 2 "
+                        "(reset + one step)")
     for key in ("reward", "image", state_key, "is_first", "is_last", "is_terminal", "discount"):
         if key and key in data and (data[key].ndim == 0 or data[key].shape[0] != rows):
             raise UserError(
@@ -712,7 +719,8 @@ def _npz_episode(path: Path, source: str) -> Trajectory:
     if "image" in data:
         img = data["image"]
         if not _is_image(img):
-            raise UserError(f"npz episode {path}: image has shape {img.shape} {img.dtype}, expected (T+1, H, W, 3) uint8")
+            raise UserError(f"npz episode {path}: image has shape {img.shape} {img.dtype}, "
+                            "expected (T+1, H, W, 3) uint8")
         obs["pixels"] = _to_hwc(img)
     if state_key is not None:
         obs["state"] = _state(data[state_key], rows)

@@ -42,7 +42,7 @@ class PointMazeExpert:
         self.free = np.array([[cell != 1 for cell in row] for row in grid], dtype=bool)
         self._path_cache: dict[tuple, dict] = {}
 
-    def reset(self, raw_obs) -> None:
+    def reset(self, raw_obs) -> None:  # noqa: ARG002 (the Expert protocol)
         self._path_cache.clear()
 
     def _cell(self, xy) -> tuple[int, int]:
@@ -114,7 +114,7 @@ class FetchPushExpert:
         self.push_step, self.off_line, self.done_radius = push_step, off_line, done_radius
         self.phase = "approach"
 
-    def reset(self, raw_obs) -> None:
+    def reset(self, raw_obs) -> None:  # noqa: ARG002 (the Expert protocol)
         self.phase = "approach"
 
     def __call__(self, raw_obs) -> np.ndarray:

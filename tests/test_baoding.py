@@ -168,7 +168,7 @@ def test_reward_success_and_drop_end(model_root):
         assert -80 < ret < -30
         env.reset(seed=0)
         rng = np.random.default_rng(0)
-        for k in range(120):  # flailing drops a ball: -510 and the episode ends
+        for k in range(120):  # noqa: B007 (k is read after the loop); flailing drops a ball
             _, r, term, trunc, info = env.step(rng.uniform(-1, 1, 24).astype(np.float32))
             if term:
                 break

@@ -81,8 +81,8 @@ def test_dac_moving_average_and_live_actor(demo_root, tmp_path):
     env.close()
     cfg = build_config(dac.Config, {}, None, json.loads((run / "config.json").read_text())["config"], "dac")
     state = torch.load(run / "checkpoint.pt", weights_only=False)["algo_state"]
-    a = dac.eval_policy(state, cfg, shape, act_dim, task, torch.device("cpu"), "eval")(obs)
-    b = dac.eval_policy(state, cfg, shape, act_dim, task, torch.device("cpu"), "live")(obs)
+    a = dac.eval_policy(state, cfg, shape, act_dim, task.max_episode_steps, torch.device("cpu"), "eval")(obs)
+    b = dac.eval_policy(state, cfg, shape, act_dim, task.max_episode_steps, torch.device("cpu"), "live")(obs)
     assert a.shape == b.shape == (4, act_dim) and abs(a - b).max() > 1e-6
 
 

@@ -144,6 +144,7 @@ def test_bc_init_and_bc_term_fit_the_policy_mean(demo_root, tmp_path):
     act = np.clip(np.concatenate([t.actions for t in demos]), -1, 1)
     cfg = build_config(gail.Config, gail.PRESETS, "smoke", overrides, "gail")
     state = torch.load(out / "checkpoint.pt", weights_only=False)["algo_state"]
-    policy = gail.eval_policy(state, cfg, obs.shape[1:], act.shape[1], spec, torch.device("cpu"))
+    policy = gail.eval_policy(state, cfg, obs.shape[1:], act.shape[1], spec.max_episode_steps,
+                              torch.device("cpu"))
     fit = float(((policy(obs) - act) ** 2).sum(-1).mean())
     assert fit < 0.5 * float((act ** 2).sum(-1).mean())  # well below a zero policy
