@@ -124,7 +124,8 @@ def sample_efficiency(title: str, panels: Sequence[dict], colors: dict, ylabel: 
         for name, runs in panel.get("running", {}).items():
             for i, (x, y) in enumerate(runs):
                 ax.plot(x, y, color=colors[name], linestyle=":", linewidth=1.2, alpha=0.8,
-                        label=f"{name} (in progress, {len(runs)} runs)" if i == 0 else None)
+                        label=(f"{name} (in progress, {len(runs)} run{'s' if len(runs) > 1 else ''})"
+                               if i == 0 else None))
                 xmax = max(xmax, float(np.max(x)))
         for name, (v, lo, hi) in panel["lines"].items():
             ax.axhline(v, color=colors[name], linestyle="--", linewidth=2,

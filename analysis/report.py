@@ -200,7 +200,6 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
     task_labels = sorted(finals["task_label"].unique())
 
     running = _running_runs(info.get("running"), finals, metric) if include_running else None
-    drawn = running["run_dir"].unique().tolist() if running is not None else []
     extra = [] if running is None else sorted(set(running["_variant"]) - set(variants))
     colors = figures.colors_for(variants + extra)
 
@@ -325,6 +324,8 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
         notes.append(f"{', '.join(offline)} never step the environment (env_steps = 0): in the "
                      "sample-efficiency figures they are a flat dashed line at their final score "
                      "(IQM over seeds, CI band).")
+    drawn = sorted({d for panels in curves.values() for p in panels
+                    for d in p.get("running_dirs", [])})
     if include_running:
         notes.append(_running_note(info, drawn, curves))
 
@@ -413,7 +414,8 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
     }
     if include_running:
         summary["runs"]["in_progress_drawn"] = len(drawn)
-        summary["in_progress_drawn"] = _running_summary(running, metric)
+        summary["in_progress_drawn"] = _running_summary(running[running["run_dir"].isin(drawn)],
+                                                        metric)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(_readme(summary, files), encoding="utf-8")
@@ -499,16 +501,16 @@ def _running_summary(running: pd.DataFrame, metric: str) -> list[dict]:
 
 
 def _running_note(info: dict, drawn: list, curves: dict) -> str:
-    skipped = sum(p.get("running_offline_skipped", 0) for panels in curves.values() for p in panels)
+    skipped = sum(len(p.get("running_skipped", [])) for panels in curves.values() for p in panels)
     note = (f"{len(drawn)} runs in progress are drawn as partial curves (dotted lines labelled "
             "'in progress') in the sample-efficiency and seed-curve figures; they enter no "
             "table, aggregate or interval.")
-    waiting = info["in_progress"] - len(drawn)
-    if waiting:
-        note += f" {waiting} other runs in progress have no evaluation of the metric yet."
     if skipped:
-        note += (f" {skipped} of them never step the environment and are left out of panels "
-                 "whose x axis is env steps.")
+        note += (f" {skipped} runs in progress never step the environment and are not drawn, "
+                 "as their panels' x axis is env steps.")
+    waiting = info["in_progress"] - len(drawn) - skipped
+    if waiting:
+        note += f" {waiting} runs in progress have no evaluation of the metric yet."
     return note
 
 
@@ -554,18 +556,20 @@ def _curves(df, finals, variants, metric, reps, seed, bar=None,
                 point, ci = stats.curve(values, reps, seed, label)
                 panel["curves"][v] = (x, point, ci[0].ravel(), ci[1].ravel())
             if len(rrow):
-                panel["running"], skipped = {}, 0
-                for v, g in rrow.groupby("_variant", sort=False):
+                panel["running"], panel["running_dirs"], panel["running_skipped"] = {}, [], []
+                order = {v: i for i, v in enumerate(variants)}
+                for v in sorted(set(rrow["_variant"]), key=lambda v: (order.get(v, len(order)), v)):
+                    g = rrow[rrow["_variant"] == v]
                     partial = []
-                    for _, r in g.groupby("run_dir", sort=True):
+                    for run_dir, r in g.groupby("run_dir", sort=True):
                         if axis == "env_steps" and not (r["env_steps"] > 0).any():
-                            skipped += 1
+                            panel["running_skipped"].append(run_dir)
                             continue
                         partial.append((r[axis].to_numpy(dtype=float),
                                         r[metric].to_numpy(dtype=float)))
+                        panel["running_dirs"].append(run_dir)
                     if partial:
                         panel["running"][v] = partial
-                panel["running_offline_skipped"] = skipped
             panels.append(panel)
         out[task] = panels
     return out
