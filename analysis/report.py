@@ -354,7 +354,7 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
             for n in demo_counts:
                 cells = {t: None for t in task_labels}
                 found = False
-                for s, e in per_setting[v].items():
+                for e in per_setting[v].values():
                     if e["n_demos"] == n:
                         cells[e["task"]] = e[key]
                         found = True

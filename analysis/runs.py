@@ -157,7 +157,7 @@ def _tidy(df: pd.DataFrame, run_dirs: list[Path], root: Path, errors: dict[int, 
             runs = df.loc[missing, "_run"].unique()
             bad = [r for r in runs if col not in paths_id[r]]
             fail(bad, f"column {col!r} is missing and the folder is not {{algo}}/{{task}}/d{{N}}/s{{S}}")
-            fill = df.loc[missing, "_run"].map(lambda r: paths_id[r].get(col, np.nan))
+            fill = df.loc[missing, "_run"].map(lambda r, col=col: paths_id[r].get(col, np.nan))
             df[col] = df[col].astype(object)
             df.loc[missing, col] = fill
     for col in ("n_demos", "seed"):
@@ -166,7 +166,7 @@ def _tidy(df: pd.DataFrame, run_dirs: list[Path], root: Path, errors: dict[int, 
         if bad_rows.any():
             first = df.groupby("_run", sort=False)[col].first()
             fail(df.loc[bad_rows, "_run"].unique(),
-                 lambda r, col=col: f"column {col!r} is not an integer: {first[r]!r}")
+                 lambda r, col=col, first=first: f"column {col!r} is not an integer: {first[r]!r}")
         df[col] = values.fillna(-1).astype(int)
     for col in ("algo", "task"):
         df[col] = df[col].astype(str)

@@ -131,7 +131,7 @@ def finished(tmp_path, tmp_path_factory):
 @pytest.mark.parametrize("state", ["finished", "unfinished"])
 def test_folder_of_another_configuration_is_refused(finished, demo_source, capsys, change, named,
                                                     state):
-    out, before = finished
+    out, _ = finished
     if state == "unfinished":
         (out / "metrics.csv").unlink()  # as if killed before completing
     files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -147,14 +147,13 @@ def test_folder_of_another_configuration_is_refused(finished, demo_source, capsy
 @pytest.mark.slow
 def test_force_starts_a_folder_of_another_configuration_clean(finished, demo_source, capsys):
     out, before = finished
-    rc, stdout, err = call_cli(run_argv(out, demo_source, seed=2, sets=BC_SETS) + ["--force"],
-                               capsys)
+    rc, _, err = call_cli(run_argv(out, demo_source, seed=2, sets=BC_SETS) + ["--force"], capsys)
     assert rc == 0, err
     assert "already complete" not in err and "starting clean" not in err
     assert json.loads((out / "config.json").read_text())["seed"] == 2
     assert (out / "metrics.csv").read_bytes() != before
     # and the same request again is complete
-    rc, stdout, err = call_cli(run_argv(out, demo_source, seed=2, sets=BC_SETS), capsys)
+    rc, _, err = call_cli(run_argv(out, demo_source, seed=2, sets=BC_SETS), capsys)
     assert rc == 0 and "already complete" in err
 
 

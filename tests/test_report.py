@@ -356,7 +356,7 @@ def test_vectorised_estimates_equal_rliables(runs_, settings):
     y = rng.normal(0.4, 0.4, size=(runs_ + 2, settings))
     y[1, :] = x[0, :]  # ties for the probability of improvement
     reps, seed = 300, 11
-    tol = dict(rtol=0, atol=1e-12)
+    tol = {"rtol": 0, "atol": 1e-12}
 
     point, ci = stats.interval(x, stats.aggregate_func(True), reps, seed, "agg")
     ours = stats.aggregates(x, True, reps, seed, "agg")
@@ -445,7 +445,7 @@ def test_report_over_hundreds_of_runs_is_fast(tmp_path):
 
 
 def test_synthetic_runs_are_deterministic_and_readable(tmp_path):
-    kw = dict(algos=5, tasks=2, demos=(1, 5), seeds=2, evals=5, unfinished=1)
+    kw = {"algos": 5, "tasks": 2, "demos": (1, 5), "seeds": 2, "evals": 5, "unfinished": 1}
     dirs, root = _synthetic(tmp_path, **kw)
     again, _ = _synthetic(tmp_path / "again", **kw)
     assert len(dirs) == 40
