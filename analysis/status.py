@@ -3,7 +3,7 @@
 RESULTS_DIR is a sweep's results folder, as the Snakefile lays it out:
 ``RESULTS_DIR/runs/VARIANT/TASK/dN/sS/`` (the run folders) and
 ``RESULTS_DIR/logs/runs/VARIANT/TASK/dN/sS.log`` (each run's output). A folder without ``runs/``
-is taken as the runs folder itself (no logs then).
+that holds run folders itself is taken as the runs folder (no logs then).
 
 Each run is one of
 
@@ -17,8 +17,9 @@ Each run is one of
 * **not started**: named by the sweep's plan, with neither a folder nor a log.
 
 The plan (the runs the sweep will make) is read from, in this order: ``--plan FILE``;
-``RESULTS_DIR/plan.txt``; ``RESULTS_DIR/report/runs.txt`` (the manifest the Snakefile writes
-once every run has finished). Each lists run folders one per line. Without any of them only
+``RESULTS_DIR/plan.txt`` (the Snakefile writes it, from the config, whenever the workflow
+starts); ``RESULTS_DIR/report/runs.txt`` (the manifest the Snakefile writes once every run has
+finished). Each lists run folders one per line. Without any of them only
 what is on disk is known, and "not started" is shown as "?".
 
 This module reads files only; it imports no torch, algorithm or environment code.
@@ -120,10 +121,14 @@ def _progress_of(run_dir: Path, now: float) -> dict:
 
 def _key_of(run_dir: Path, runs_root: Path) -> str:
     try:
-        return run_dir.resolve().relative_to(runs_root.resolve()).as_posix()
-    except ValueError:  # a plan written from another working folder: VARIANT/TASK/dN/sS
-        tail = "/".join(run_dir.parts[-4:])
-        return tail if _RUN_PATH.match(tail) else run_dir.as_posix()
+        key = run_dir.resolve().relative_to(runs_root.resolve()).as_posix()
+    except ValueError:
+        key = run_dir.as_posix()
+    if _RUN_PATH.match(key):
+        return key
+    # A plan written from another working folder: matched by VARIANT/TASK/dN/sS.
+    tail = "/".join(run_dir.parts[-4:])
+    return tail if _RUN_PATH.match(tail) else key
 
 
 def _identity(key: str, run_dir: Path | None) -> tuple[str, str]:
@@ -164,7 +169,9 @@ def sweep_status(results: str | Path, plan: str | Path | None = None,
     if not results.is_dir():
         raise UserError(f"results folder {str(results)!r} does not exist or is not a folder")
     now = time.time() if now is None else now
-    runs_root = results / "runs" if (results / "runs").is_dir() else results
+    runs_root = results / "runs"
+    if not runs_root.is_dir() and find_run_dirs(results):  # a bare runs folder
+        runs_root = results
     logs_root = results / "logs" / "runs"
     plan_path = find_plan(results, plan)
 

@@ -144,3 +144,15 @@ def test_last_line_reads_the_tail_of_long_logs(tmp_path):
     log.write_text("x" * 50_000 + "\n" + "step 1\rstep 2\rstep 3\n\n")
     assert last_line(log) == "step 3"
     assert last_line(tmp_path / "absent.log") == ""
+
+
+def test_sweep_not_started_yet(tmp_path):
+    """Before any run: no runs/ folder, only the plan the workflow wrote when it started."""
+    res = tmp_path / "results" / "smoke"
+    res.mkdir(parents=True)
+    (res / "plan.txt").write_text("\n".join(f"results/smoke/runs/{a}/maze/d5/s0"
+                                            for a in ("bc", "dac")) + "\n")
+    s = sweep_status(res)
+    assert {(r["variant"], r["task"], r["state"]) for r in s["runs"]} == {
+        ("bc", "maze", "not started"), ("dac", "maze", "not started")}
+    assert "| total" in format_status(s)
