@@ -461,6 +461,22 @@ def test_synthetic_runs_are_deterministic_and_readable(tmp_path):
     assert df.groupby("run_dir").size().eq(5).all()
 
 
+def _failing_figure(path):
+    raise RuntimeError(f"cannot draw {path}")
+
+
+@pytest.mark.slow
+def test_figure_worker_errors_reach_the_caller():
+    from analysis.jobs import FigureJobs
+
+    pool = FigureJobs(2)
+    pool.submit("fine", sorted, [3, 1, 2])
+    pool.submit("broken", _failing_figure, "x.png")
+    with pytest.raises(RuntimeError, match="cannot draw x.png"):
+        pool.results()
+
+
+@pytest.mark.slow
 def test_progress_bar_and_parallel_figures_give_the_same_report(runs, tmp_path, capsys):
     one = report(runs, tmp_path / "one", reps=REPS, jobs=1, progress=False)
     capsys.readouterr()
