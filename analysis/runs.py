@@ -3,7 +3,13 @@
 A run folder is ``{runs_root}/{algo}/{task}/d{n_demos}/s{seed}/``. The run loop writes
 ``metrics.csv`` once, when the run completes; until then the folder holds only ``config.json``,
 ``progress.csv`` and ``checkpoint.pt``. Only folders with ``metrics.csv`` count as finished; the
-others are counted as in progress and ignored.
+others are counted as in progress and ignored (``load_runs(include_running=True)`` also returns
+their progress.csv rows, for partial curves).
+
+Speed: a sweep has thousands of small CSV files. Files with the same header are joined and
+parsed by one ``pandas.read_csv`` call, and the per-run checks run once on the joined frame;
+the result (rows, dtypes, skip reasons) is that of reading each file on its own, which is what
+a file that is not plain CSV (quotes, blank lines...) still gets.
 """
 
 from __future__ import annotations
