@@ -2,10 +2,10 @@
 
     cmil-bench report --runs results/runs --out results/report [--metric norm_score]
 
-Every interval is a 95 % stratified-bootstrap percentile CI computed by rliable
-(``rliable.library.get_interval_estimates`` / ``create_performance_profile``; the estimators
-are in ``analysis.stats``). What is computed
-and how (see also the README written next to the results):
+Every interval is a 95 % stratified-bootstrap percentile CI: rliable's
+(``rliable.library.get_interval_estimates`` / ``create_performance_profile``, same resampling
+indices and estimators), computed for all resamples at once in ``analysis.stats``. What is
+computed and how (see also the README written next to the results):
 
 * final score of a run: mean of the metric over its last ``last_k`` evaluations;
 * *setting*: one (task, demo count[, demo source when a task has several]); an *algorithm* is
@@ -22,7 +22,13 @@ and how (see also the README written next to the results):
   algorithm's own evaluations (the k-th evaluation of every run, x = median step of those),
   pointwise CI bands. x is env steps; an algorithm that never steps the environment (BC:
   env_steps = 0) is drawn as a flat dashed line at its final score with its CI band. When no
-  algorithm of a panel steps the environment, x is gradient steps.
+  algorithm of a panel steps the environment, x is gradient steps;
+* with ``--include-running``, runs in progress (their progress.csv) are drawn as thin dotted
+  partial curves labelled "in progress" in the sample-efficiency and seed-curve figures and
+  listed in summary.json (``in_progress_drawn``); no table, aggregate or interval uses them.
+
+The figures are drawn by worker processes (``--jobs``, ``analysis.jobs``) while the intervals
+are computed; a progress bar counts intervals and figures (``--progress``).
 """
 
 from __future__ import annotations
