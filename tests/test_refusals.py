@@ -22,12 +22,10 @@ from helpers import BC_SETS, TASK, assert_clean_failure, call_cli, run_argv
 @pytest.mark.parametrize("key,value,shown", [
     ("lr", "nan", "nan"), ("lr", "inf", "inf"), ("lr", "0", "0.0"), ("lr", "-1e-3", "-0.001"),
     ("weight_decay", "nan", "nan"), ("batch_size", "0", "0"), ("hidden", "64,0", "(64, 0)"),
-    ("eval_every", "0", "0"), ("BUDGET", "-5", "-5"), ("eval_episodes", "-1", "-1"),
+    ("eval_every", "0", "0"), ("total_steps", "-5", "-5"), ("eval_episodes", "-1", "-1"),
 ])
 def test_bad_config_value_is_refused_before_anything_is_written(tmp_path, demo_source, capsys,
                                                                 key, value, shown):
-    if key == "BUDGET":  # BC's budget: total_steps (grad_steps before the rename)
-        key = "total_steps"
     out = tmp_path / "run"
     rc, _, err = call_cli(run_argv(out, demo_source, sets={key: value}), capsys)
     assert_clean_failure(rc, err, f"'{key}'", shown, out=out)

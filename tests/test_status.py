@@ -118,7 +118,8 @@ def test_table_per_algorithm_and_task(sweep):
     assert rows[("dac", "push")] == ["0", "0", "1", "?"]
     assert rows[("total", "")] == ["1", "3", "4", "?"]
     assert "cmil/maze/d10/s1: 3 evaluations, env step 3000, norm_score 0.350; last checkpoint" in text
-    assert "dac/maze/d10/s0: 3 evaluations, env step 3000, norm_score 0.350; last checkpoint 2.0 h ago" in text
+    assert ("dac/maze/d10/s0: 3 evaluations, env step 3000, norm_score 0.350; "
+            "last checkpoint 2.0 h ago") in text
     assert "gail/push/d10/s2: no evaluation yet; no checkpoint yet" in text
     failed = text.split("failed:")[1]
     assert "dac/push/d10/s0: cmil-bench run: error: config key 'lr'" in failed
