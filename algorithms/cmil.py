@@ -174,8 +174,8 @@ class Agent(LatentAgent):
 
 # ------------------------------------------------------------------------- the offline phase
 def pretrain_world_model(trainer: LatentTrainer, steps: int) -> None:
-    """World-model steps alone on batches of ``batch_size + expert_batch_size`` demo sequences
-    (the same number of sequences as a full update's model step, at a fifth of its cost)."""
+    """World-model steps alone on batches of ``batch_size + expert_batch_size`` demo sequences,
+    at a fifth of a full update's cost (a departure for named variants: the reference has none)."""
     cfg, agent = trainer.cfg, trainer.agent
     for _ in range(steps):
         batch = trainer.expert.sample(cfg.batch_size + cfg.expert_batch_size, cfg.seq_len, trainer.run.rng)
