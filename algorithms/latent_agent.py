@@ -132,7 +132,7 @@ class LatentConfig(BaseConfig):
     disc_hidden: tuple[int, ...] = (200, 200)
     disc_activation: str = "elu"
     disc_lr: float = 3e-4
-    disc_noise: float = 2.5  # std of Gaussian noise on its inputs while it trains
+    disc_noise: float = 2.5  # std of Gaussian noise on its inputs (training, imagined reward)
     gp_weight: float = 0.0  # gradient-penalty weight
     # --- initialisation, optimisers (Adam; weights times 1 - weight_decay at every step), logging
     weight_init: str = "glorot"  # "glorot": Keras defaults (reference); "torch": PyTorch defaults
@@ -351,7 +351,7 @@ class LatentAgent(nn.Module):
 
     def discriminate(self, pair: torch.Tensor) -> torch.Tensor:
         """D(x) of inputs x = concat(features, action) as a probability, with no noise added."""
-        return reward_from_logits(self.ac.disc.net(pair).squeeze(-1), "prob")
+        return reward_from_logits(self.ac.disc(pair), "prob")  # the module itself adds no noise
 
     def disc_inputs(self, pair: torch.Tensor) -> torch.Tensor:
         """``pair`` plus one draw of Gaussian noise of std ``disc_noise``: what the discriminator
