@@ -36,7 +36,7 @@ def test_vmail_and_cmil_configs_are_siblings_on_the_latent_config():
     shared = set(LatentConfig.__dataclass_fields__)
     assert set(vmail.Config.__dataclass_fields__) == shared
     assert set(cmil.Config.__dataclass_fields__) - shared == {
-        "pretrain_wm_steps", "pretrain_steps", "bc_init_steps", "bc_init_mode", "bc_init_batch",
+        "pretrain_wm_steps", "pretrain_steps", "bc_init_steps", "bc_init_mode", "bc_init_lr", "bc_init_batch",
         "penalty_weight", "bc_weight"}
     with pytest.raises(UserError, match="penalty_weight"):
         build_config(vmail.Config, vmail.PRESETS, "cpu", {"penalty_weight": "1"}, "vmail")
