@@ -38,11 +38,12 @@ critic/actor/discriminator lr 1e-3 (Adam), one discriminator update per agent up
 
 Departures: updates come after every environment step from step ``learning_starts`` = 1000 on
 (the reference updates after each episode, as many times as the episode had steps, once its
-replay holds 1000 rows, absorbing rows included), and state observations are standardised with the demos'
-statistics (``algorithms.obs_norm``; the reference feeds raw states). Switches for named variants,
-off by default (not in the paper; benchmarks/RESULTS.md measures them): SAC as the learner
-(``agent="sac"``, ``algorithms.sac``), demo transitions in the agent's batches (``demo_ratio``,
-DDPGfD / SQIL style), evaluation with a moving average of the actor's weights (``eval_ema_tau``).
+replay holds 1000 rows, absorbing rows included), and state observations are standardised with
+the demos' statistics (``algorithms.obs_norm``; the reference feeds raw states). Switches for
+named variants, off by default (not in the paper; benchmarks/RESULTS.md measures them): SAC as
+the learner (``agent="sac"``, ``algorithms.sac``), demo transitions in the agent's batches
+(``demo_ratio``, DDPGfD / SQIL style), evaluation with a moving average of the actor's weights
+(``eval_ema_tau``).
 
 Pixels: the pixel trunk (``algorithms.nets.PixelTrunk``, PyTorch's default initialisation) belongs
 to the critic and is trained by the critic loss only (DrQ style); the actor and the discriminator

@@ -44,10 +44,10 @@ that restart from fresh resets (so that evaluations and checkpoints fall between
 no environment state to save, and a resumed run continues exactly; with ``rollout_len`` equal to
 the episode length, 0 = the task's, non-terminating tasks lose nothing); observation statistics
 updated once per iteration rather than at every step; the discriminator sees the executed
-(clipped) action. Optional
-and off by default (not in the paper): behaviour cloning before the first rollout
-(``bc_init_steps``) and a BC term in every PPO loss (``bc_weight``), the anchoring CMIL's actor
-has, for comparisons that give the model-free learner the same start (the ``gail-bc`` variant).
+(clipped) action. Optional and off by default (not in the paper): behaviour cloning before the
+first rollout (``bc_init_steps``) and a BC term in every PPO loss (``bc_weight``), the anchoring
+CMIL's actor has, for comparisons that give the model-free learner the same start (the
+``gail-bc`` variant).
 
 Evaluations (and checkpoints) come after the first iteration that crosses each multiple of
 ``eval_every`` environment steps, and after the last (``algorithms.clock``).
