@@ -16,21 +16,38 @@ zero action; the actor loss skips absorbing states. A *truncated* episode keeps 
 observation and bootstraps through it. With ``absorbing=False`` terminal transitions use the
 usual done mask instead.
 
-Faithful to the reference (google-research/dac): TD3 with twin critics, target policy smoothing
-(noise 0.2 clipped at 0.5), delayed actor and target updates every 2 critic updates, tau 0.005,
-Gaussian exploration noise 0.1, uniform random actions for the first steps, actor gradients
-clipped at norm 40, critic/actor/discriminator lr 1e-3 (Adam), one discriminator update per agent
-update. Departures: updates come after every environment step (the reference updates after each
-episode, as many times as the episode had steps), and state observations are standardised with the
-demos' statistics (``algorithms.obs_norm``). Options, off by default: SAC as the learner
-(``agent="sac"``, ``algorithms.sac``), demo transitions in the agent's batches (``demo_ratio``,
-DDPGfD / SQIL style), evaluation with a moving average of the actor's weights (``eval_ema_tau``),
-demo subsampling (``subsample``; the reference kept every 20th step of 1000-step episodes, ours
-are 50-300 steps long and few). The presets' choices are measured in benchmarks/RESULTS.md.
+Faithful to the reference (google-research/google-research ``dac/``; its defaults are ours): TD3
+with twin critics (400-300 ReLU), target policy smoothing (noise 0.2 clipped at 0.5), delayed
+actor and target updates every 2 critic updates after the first ``actor_delay`` = 1000 critic
+updates, tau 0.005, batch 100, Gaussian exploration noise 0.1, actor gradients clipped at norm 40,
+critic/actor/discriminator lr 1e-3 (Adam), one discriminator update per agent update, and:
 
-Pixels: the pixel trunk (``algorithms.nets.PixelTrunk``) belongs to the critic and is trained by
-the critic loss only (DrQ style); the actor and the discriminator read its detached features;
-random-shift augmentation (``augment``) applies to every sampled frame.
+- the actor's learning rate halves every ``actor_lr_halve_every`` = 1e5 *environment* steps
+  (``actor_lr * 0.5 ** (env_steps // 1e5)``, ``actor_lr_at``); the critic's and the
+  discriminator's stay constant,
+- orthogonal initialisation with zero biases (``orthogonal_init``): gain 1 for every layer of the
+  actor, the critics and the discriminator, except the actor's last layer, gain 0.01,
+- uniform random actions until the first actor update, and at least for the first
+  ``random_steps`` = 1000 environment steps (the reference acts at random while its replay holds
+  fewer than 1000 rows *or* its actor has not been updated yet),
+- the demos subsampled: every ``subsample`` = 20th step of each demo from a random offset per
+  demo; the absorbing self-loop of a terminating demo is always kept, with weight 1/20 in the
+  discriminator's loss, while the step into the absorbing state is subsampled like any other
+  (``algorithms.demos``; the reference adds the absorbing transitions before subsampling and
+  exempts only the self-loops from it).
+
+Departures: updates come after every environment step from step ``learning_starts`` = 1000 on
+(the reference updates after each episode, as many times as the episode had steps, once its
+replay holds 1000 rows, absorbing rows included), and state observations are standardised with
+the demos' statistics (``algorithms.obs_norm``; the reference feeds raw states). Switches for
+named variants, off by default (not in the paper; benchmarks/RESULTS.md measures them): SAC as
+the learner (``agent="sac"``, ``algorithms.sac``), demo transitions in the agent's batches
+(``demo_ratio``, DDPGfD / SQIL style), evaluation with a moving average of the actor's weights
+(``eval_ema_tau``).
+
+Pixels: the pixel trunk (``algorithms.nets.PixelTrunk``, PyTorch's default initialisation) belongs
+to the critic and is trained by the critic loss only (DrQ style); the actor and the discriminator
+read its detached features; random-shift augmentation (``augment``) applies to every sampled frame.
 
 Episodes run to their end; evaluations and checkpoints come at episode boundaries
 (``algorithms.clock``), so a checkpoint never holds a mid-episode environment.
@@ -48,7 +65,7 @@ from algorithms import sac
 from algorithms.clock import EvalClock, IntervalMeans, reset_seed
 from algorithms.demos import transitions
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty
-from algorithms.nets import EnsembleMLP, PixelTrunk, mlp, random_shift
+from algorithms.nets import EnsembleLinear, EnsembleMLP, PixelTrunk, mlp, random_shift
 from algorithms.obs_norm import Standardizer, demo_statistics
 from algorithms.optim import FlatAdam, FlatTarget
 from algorithms.replay import ReplayBuffer
@@ -61,12 +78,15 @@ class Config(BaseConfig):
     # Budget (environment steps) and evaluation.
     total_steps: int = 200_000
     eval_every: int = 10_000
-    # Learner: "td3" (the paper's) or "sac" (algorithms/sac.py).
+    # Learner: "td3" (the paper's) or "sac" (algorithms/sac.py; a variant switch).
     agent: str = "td3"
     actor_hidden: tuple[int, ...] = (400, 300)
     critic_hidden: tuple[int, ...] = (400, 300)
     activation: str = "relu"
     actor_lr: float = 1e-3
+    # The actor's learning rate halves every this many environment steps (0 = constant); the
+    # critic's and the discriminator's never change.
+    actor_lr_halve_every: int = 100_000
     critic_lr: float = 1e-3
     discount: float = 0.99
     tau: float = 0.005
@@ -78,14 +98,15 @@ class Config(BaseConfig):
     # Gaussian exploration noise (TD3) on the policy's action.
     expl_noise: float = 0.1
     actor_grad_clip: float = 40.0
-    # Uniform random actions for the first steps; no updates before ``learning_starts`` steps.
+    # Uniform random actions until the first actor update, and at least for the first
+    # ``random_steps`` environment steps; no updates before ``learning_starts`` steps.
     random_steps: int = 1_000
     learning_starts: int = 1_000
     # Critic updates before the first actor update (the reference's policy_updates_delay).
     actor_delay: int = 1_000
-    # Demo transitions in the agent's batches (not in the paper; 0 = off): this fraction of every
-    # critic and actor batch comes from the demos, rewarded by the discriminator like replay rows.
-    # The discriminator's negatives stay replay rows only.
+    # Variant switch. Demo transitions in the agent's batches (not in the paper; 0 = off): this
+    # fraction of every critic and actor batch comes from the demos, rewarded by the
+    # discriminator like replay rows. The discriminator's negatives stay replay rows only.
     demo_ratio: float = 0.0
     replay_size: int = 1_000_000
     # SAC only.
@@ -100,8 +121,9 @@ class Config(BaseConfig):
     gp_weight: float = 10.0
     # Absorbing states for terminating episodes (see the module docstring).
     absorbing: bool = True
-    # Keep every k-th demo transition (random offset per demo); 1 keeps all.
-    subsample: int = 1
+    # Keep every k-th demo transition (random offset per demo; absorbing self-loops always, with
+    # weight 1/k); 1 keeps all.
+    subsample: int = 20
     # Standardise state observations with the demos' statistics (algorithms/obs_norm.py).
     normalize_obs: bool = True
     # Pixels only.
@@ -109,7 +131,7 @@ class Config(BaseConfig):
     feature_dim: int = 50
     augment: bool = True
     shift_pad: int = 4
-    # Evaluation policy (not in the paper; 0 = off): an exponential moving average of the actor's
+    # Variant switch. Evaluation policy (not in the paper; 0 = off): a moving average of the actor's
     # weights, updated with this rate after every actor update; training uses the live actor.
     eval_ema_tau: float = 0.0
 
@@ -121,7 +143,7 @@ class Config(BaseConfig):
             if getattr(self, name) <= 0:
                 raise UserError(f"dac: {name} must be positive, got {getattr(self, name)!r}")
         for name in ("random_steps", "learning_starts", "actor_delay", "gp_weight", "expl_noise",
-                     "policy_noise", "noise_clip", "shift_pad"):
+                     "policy_noise", "noise_clip", "shift_pad", "actor_lr_halve_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"dac: {name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.demo_ratio < 1:
@@ -186,6 +208,22 @@ def with_indicator(features: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------ networks
 
 
+def orthogonal_init(net: nn.Module, last_gain: float = 1.0) -> None:
+    """The reference's initialisation of an MLP (``nn.Linear`` layers, or the stacked
+    ``EnsembleLinear`` layers of the twin critics, each member on its own): orthogonal weights of
+    gain 1, ``last_gain`` on the last layer, zero biases."""
+    layers = [m for m in net.modules() if isinstance(m, (nn.Linear, EnsembleLinear))]
+    for i, layer in enumerate(layers):
+        gain = last_gain if i == len(layers) - 1 else 1.0
+        with torch.no_grad():
+            if isinstance(layer, EnsembleLinear):  # weight (members, in, out)
+                for w in layer.weight:
+                    nn.init.orthogonal_(w, gain)
+            else:
+                nn.init.orthogonal_(layer.weight, gain)
+            layer.bias.zero_()
+
+
 class Critic(nn.Module):
     """Observation encoder (standardised states, or the pixel trunk) + absorbing indicator, and
     twin Q networks with stacked weights: ``forward`` returns (2, B)."""
@@ -198,6 +236,7 @@ class Critic(nn.Module):
                         else Standardizer(int(obs_shape[0]), mean, std))
         self.feat_dim = (cfg.feature_dim if pixels else int(obs_shape[0])) + 1
         self.q = EnsembleMLP(2, self.feat_dim + act_dim, cfg.critic_hidden, 1, cfg.activation)
+        orthogonal_init(self.q)
 
     def features(self, obs: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
         return with_indicator(self.encoder(obs), flag)
@@ -212,6 +251,7 @@ class Actor(nn.Module):
     def __init__(self, feat_dim: int, act_dim: int, cfg: Config):
         super().__init__()
         self.net = mlp(feat_dim, cfg.actor_hidden, act_dim, act=cfg.activation)
+        orthogonal_init(self.net, last_gain=0.01)
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(feat))
@@ -230,9 +270,11 @@ class DAC:
         if cfg.agent == "sac":
             self.actor = sac.GaussianActor(feat_dim, act_dim, cfg.actor_hidden, cfg.activation,
                                            cfg.sac_min_log_std, cfg.sac_max_log_std).to(device)
+            orthogonal_init(self.actor.net, last_gain=0.01)  # as TD3's actor
         else:
             self.actor = Actor(feat_dim, act_dim, cfg).to(device)
         self.disc = Discriminator(feat_dim + act_dim, cfg.disc_hidden, act=cfg.disc_activation).to(device)
+        orthogonal_init(self.disc.net)
         self.critic_opt = FlatAdam(self.critic, cfg.critic_lr)
         self.actor_opt = FlatAdam(self.actor, cfg.actor_lr)
         self.disc_opt = FlatAdam(self.disc, cfg.disc_lr)
@@ -378,6 +420,14 @@ class DAC:
 # ------------------------------------------------------------------------ training loop
 
 
+def actor_lr_at(cfg: Config, env_steps: int) -> float:
+    """The actor's learning rate for an update made after ``env_steps`` environment steps: halved
+    every ``actor_lr_halve_every`` steps (the reference's ``actor_lr * 0.5 ** (steps // 1e5)``)."""
+    if cfg.actor_lr_halve_every <= 0:
+        return cfg.actor_lr
+    return cfg.actor_lr * 0.5 ** (env_steps // cfg.actor_lr_halve_every)
+
+
 def with_demo_rows(batch: dict, demo_rows: dict, idx: np.ndarray) -> dict:
     """``batch`` followed by the demo transitions ``idx``."""
     return {k: np.concatenate([v, demo_rows[k][idx].astype(v.dtype, copy=False)]) for k, v in batch.items()}
@@ -431,7 +481,7 @@ def train(run, cfg: Config) -> None:
             obs, _ = env.reset(seed=reset_seed(rng))
             done = False
             while not done:
-                if env_steps < cfg.random_steps:
+                if env_steps < cfg.random_steps or agent.actor_updates == 0:
                     action = rng.uniform(-1.0, 1.0, size=act_dim).astype(np.float32)
                 else:
                     action = agent.explore(obs, rng)
@@ -447,6 +497,7 @@ def train(run, cfg: Config) -> None:
                     if n_demo_rows:
                         batch = with_demo_rows(batch, demo_rows, rng.integers(0, n_expert, size=n_demo_rows))
                     ebatch = {k: v[rng.integers(0, n_expert, size=cfg.batch_size)] for k, v in expert.items()}
+                    agent.actor_opt.lr = actor_lr_at(cfg, env_steps)
                     agent.update(batch, ebatch, n_policy)
             episodes += 1
             if clock.due(env_steps):

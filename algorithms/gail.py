@@ -12,7 +12,8 @@ Each iteration
      iterations),
   3. relabels the rollout with the reward ``log D - log(1 - D)`` (= the logit), divided by a
      running standard deviation of the discounted return (``norm_reward``),
-  4. runs PPO: GAE(lambda), clipped surrogate objective, (clipped) value loss, entropy bonus,
+  4. runs PPO: GAE(lambda), advantages standardised once over the whole rollout
+     (``normalize_advantages``), clipped surrogate objective, (clipped) value loss, entropy bonus,
      ``ppo_epochs`` passes over shuffled minibatches, global gradient clipping, optional linear
      learning-rate decay.
 Time-limit ends (``truncated``) and the rollout's cut bootstrap with the value of the real next
@@ -21,7 +22,11 @@ observation; only ``terminated`` ends an episode with zero value.
 Observations: ``obs_norm="running"`` standardises state observations with running statistics
 (ikostrikov's VecNormalize, through the shared standardiser of ``algorithms.obs_norm``: its floor
 and clip); they stay frozen during one iteration (the rollout, the discriminator and PPO all see
-the same normalisation, expert states included) and absorb the rollout's observations at its end.
+the same normalisation, expert states included) and absorb the rollout's observations at its end,
+for the first ``obs_norm_iters`` = 11 iterations only: then they are frozen for good. (The
+reference updates VecNormalize at every step and calls its ``eval()`` right after the rollout of
+iteration j = 10, counting from 0, the end of the discriminator's warm-up: its statistics hold
+the rollouts of iterations 0-10, as ours do from iteration 11 on.)
 ``"demo"`` uses the demos' fixed statistics, ``"none"`` raw states. Pixels: the pixel trunk
 (``algorithms.nets.PixelTrunk``) feeds the actor and the critic; the discriminator reads its
 detached features, so only PPO trains the encoder; random-shift augmentation (``augment``) applies
@@ -29,18 +34,20 @@ to the frames of every discriminator minibatch (not to PPO's, whose probability 
 compare the same inputs).
 
 Faithful to ikostrikov/pytorch-a2c-ppo-acktr-gail's GAIL (Adam 3e-4, clip 0.2, 10 PPO epochs of
-32 minibatches, GAE 0.95, discount 0.99, value coefficient 0.5, gradient norm 0.5, clipped value
-loss, 64x64 tanh actor and critic with a state-independent log-std; discriminator lr 1e-3, batch
-128, 5 epochs per iteration after a 100-epoch warm-up in the first 10; reward normalised by the
-running std of the discounted return). Departures: several environments (``n_envs``) and rollouts
+32 minibatches, advantages standardised over the rollout (eps 1e-5), GAE 0.95, discount 0.99,
+value coefficient 0.5, gradient norm 0.5, clipped value loss, 64x64 tanh actor and critic with a
+state-independent log-std; discriminator lr 1e-3, batch 128, 5 epochs per iteration after a
+100-epoch warm-up in the first 10; reward normalised by the running std of the discounted return;
+observation statistics frozen after the warm-up; demos subsampled, every ``subsample`` = 20th
+step from a random offset per demo). Departures: several environments (``n_envs``) and rollouts
 that restart from fresh resets (so that evaluations and checkpoints fall between iterations with
 no environment state to save, and a resumed run continues exactly; with ``rollout_len`` equal to
-the episode length, 0 = the task's, non-terminating tasks lose nothing); the discriminator sees
-the executed (clipped) action. Demo subsampling (``subsample``; the reference took every 20th step
-of 1000-step demos) is off by default because our demos are few and 50-300 steps long. Optional
-and off by default (not in the paper): behaviour cloning before the first rollout
-(``bc_init_steps``) and a BC term in every PPO loss (``bc_weight``), the anchoring CMIL's actor
-has, for comparisons that give the model-free learner the same start (the ``gail-bc`` variant).
+the episode length, 0 = the task's, non-terminating tasks lose nothing); observation statistics
+updated once per iteration rather than at every step; the discriminator sees the executed
+(clipped) action. Optional and off by default (not in the paper): behaviour cloning before the
+first rollout (``bc_init_steps``) and a BC term in every PPO loss (``bc_weight``), the anchoring
+CMIL's actor has, for comparisons that give the model-free learner the same start (the
+``gail-bc`` variant).
 
 Evaluations (and checkpoints) come after the first iteration that crosses each multiple of
 ``eval_every`` environment steps, and after the last (``algorithms.clock``).
@@ -86,12 +93,16 @@ class Config(BaseConfig):
     ent_coef: float = 0.0
     grad_clip: float = 0.5
     clip_value_loss: bool = True
+    # Standardise the advantages over the whole rollout, once per iteration (not per minibatch).
     norm_adv: bool = True
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
     log_std_init: float = 0.0
     # Observation standardisation (states only; algorithms/obs_norm.py): "running" | "demo" | "none".
     obs_norm: str = "running"
+    # "running" only: iterations whose rollouts enter the statistics, which are frozen afterwards
+    # (the reference's 11: VecNormalize.eval() after the rollout of iteration 10); 0 = never frozen.
+    obs_norm_iters: int = 11
     # Discriminator.
     disc_hidden: tuple[int, ...] = (100, 100)
     disc_activation: str = "tanh"
@@ -105,7 +116,7 @@ class Config(BaseConfig):
     disc_max_batches: int = 0
     norm_reward: bool = True
     # Keep every k-th demo transition (random offset per demo); 1 keeps all.
-    subsample: int = 1
+    subsample: int = 20
     # Optional behaviour cloning (not in the paper; 0 = off): ``bc_init_steps`` Adam steps of
     # mean-squared error between the policy mean and the expert's actions before the first
     # rollout (lr ``lr``, batch ``disc_batch_size``), and ``bc_weight`` x that error on an expert
@@ -127,7 +138,7 @@ class Config(BaseConfig):
                 raise UserError(f"gail: {name} must be positive, got {getattr(self, name)!r}")
         for name in ("rollout_len", "disc_epochs", "disc_warmup_iters", "disc_warmup_epochs",
                      "disc_max_batches", "gp_weight", "ent_coef", "vf_coef", "grad_clip",
-                     "shift_pad", "bc_init_steps", "bc_weight"):
+                     "shift_pad", "bc_init_steps", "bc_weight", "obs_norm_iters"):
             if getattr(self, name) < 0:
                 raise UserError(f"gail: {name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.discount < 1 or not 0 <= self.gae_lambda <= 1:
@@ -162,6 +173,12 @@ def discounted_return_scale(rewards: np.ndarray, dones: np.ndarray, rms: Running
         ret = ret * (1.0 - dones[t])
     rms.update(rets.reshape(-1))
     return (rewards / np.sqrt(rms.var + 1e-8)).astype(np.float32)
+
+
+def normalize_advantages(adv: torch.Tensor) -> torch.Tensor:
+    """The advantages of a whole rollout standardised together (ikostrikov's PPO: mean 0, std 1
+    with the unbiased std and eps 1e-5), before they are split into minibatches."""
+    return (adv - adv.mean()) / (adv.std() + 1e-5)
 
 
 def gae(rewards, values, next_values, terminated, ended, gamma: float, lam: float):
@@ -381,6 +398,8 @@ def train(run, cfg: Config) -> None:
                 rew = discounted_return_scale(rew, end_buf, ret_rms, cfg.discount)
             adv, ret = gae(rew, values, next_values, term_buf, end_buf, cfg.discount, cfg.gae_lambda)
             adv_t, ret_t = to_t(adv.reshape(-1)), to_t(ret.reshape(-1))
+            if cfg.norm_adv:
+                adv_t = normalize_advantages(adv_t)
             val_t = to_t(values.reshape(-1))
 
             # ---- 4. PPO -------------------------------------------------------------------------
@@ -396,8 +415,6 @@ def train(run, cfg: Config) -> None:
                     logp = d.log_prob(flat_act[idx]).sum(-1)
                     ratio = (logp - old_logp[idx]).exp()
                     a_mb = adv_t[idx]
-                    if cfg.norm_adv:
-                        a_mb = (a_mb - a_mb.mean()) / (a_mb.std() + 1e-8)
                     pg_loss = -torch.min(ratio * a_mb, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a_mb).mean()
                     v = ac.value(f)
                     if cfg.clip_value_loss:
@@ -421,8 +438,9 @@ def train(run, cfg: Config) -> None:
                         kl = ((ratio - 1) - ratio.log()).mean()
                     log.add(pg_loss=pg_loss, v_loss=v_loss, entropy=ent, approx_kl=kl)
 
-            # ---- 5. running observation statistics ---------------------------------------------
-            if cfg.obs_norm == "running" and not pixels:
+            # ---- 5. running observation statistics (frozen after obs_norm_iters iterations) -----
+            frozen = 0 < cfg.obs_norm_iters <= it
+            if cfg.obs_norm == "running" and not pixels and not frozen:
                 obs_rms.update(raw_buf.reshape(T * N, -1))
             it += 1
 

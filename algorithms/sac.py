@@ -8,7 +8,8 @@ states, twin critics and their targets, and changes the actor and the critic's t
 - the actor minimises ``alpha log pi(a|s) - min_k Q_k(s, a)`` (no actor target network),
 - the temperature ``alpha`` (log-parameterised) is tuned towards the entropy ``-act_dim``.
 
-The actor and temperature losses skip absorbing states, as DAC's TD3 actor loss does.
+The actor and temperature losses skip absorbing states, as DAC's TD3 actor loss does. DAC
+initialises this actor as it does TD3's (orthogonal weights, gain 0.01 on the last layer).
 """
 
 from __future__ import annotations

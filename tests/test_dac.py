@@ -1,5 +1,7 @@
 """DAC: absorbing-state logic, the replay buffer, the critic's absorbing fixed point, the SAC
-learner, and smoke runs from states and pixels through ``cmil_bench.run.execute``."""
+learner, the reference's details (the actor's learning-rate schedule, orthogonal initialisation,
+random actions until the first actor update, demo subsampling that keeps the absorbing
+transitions), and smoke runs from states and pixels through ``cmil_bench.run.execute``."""
 
 from __future__ import annotations
 
@@ -315,3 +317,161 @@ def test_sac_temperature_moves_towards_the_target_entropy():
     fresh = sac.Temperature(0.1, 0.05, act_dim=2, device=torch.device("cpu"))
     fresh.update(torch.full((8,), 3.0), torch.zeros(8))  # absorbing rows only: no gradient
     assert fresh.alpha.item() == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------ the reference's details
+
+
+def test_actor_learning_rate_halves_every_1e5_env_steps():
+    cfg = build_config(dac.Config, dac.PRESETS, None, {}, "dac")
+    assert cfg.actor_lr_halve_every == 100_000
+    for k in range(5):
+        assert dac.actor_lr_at(cfg, k * 100_000) == pytest.approx(1e-3 * 0.5 ** k)
+        assert dac.actor_lr_at(cfg, k * 100_000 + 99_999) == pytest.approx(1e-3 * 0.5 ** k)
+    const = build_config(dac.Config, dac.PRESETS, None, {"actor_lr_halve_every": 0}, "dac")
+    assert dac.actor_lr_at(const, 10**6) == const.actor_lr
+
+
+# A short run whose schedule is known: the first agent update comes after env step 50 (one per
+# step from then on), the first actor update at critic update 10, i.e. after env step 59.
+SCHEDULE = {"total_steps": "300", "eval_every": "300", "random_steps": "50", "learning_starts": "50",
+            "actor_delay": "10", "policy_delay": "2"}
+FIRST_ACTOR_UPDATE_STEP = 59
+
+
+@pytest.mark.slow
+def test_only_the_actor_learning_rate_decays_in_a_run(demo_root, tmp_path, monkeypatch):
+    seen = []  # (critic update about to happen, actor lr, critic lr, disc lr)
+    real = dac.DAC.update
+
+    def update(self, *a, **kw):
+        seen.append((self.updates + 1, self.actor_opt.lr, self.critic_opt.lr, self.disc_opt.lr))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(dac.DAC, "update", update)
+    out = tmp_path / "run"
+    execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=out, preset="smoke",
+            overrides={**SCHEDULE, "actor_lr_halve_every": "100"}, show_progress=False)
+    env_steps = torch.load(out / "checkpoint.pt", weights_only=False)["algo_state"]["env_steps"]
+    assert len(seen) == env_steps - 50 + 1
+    cfg = build_config(dac.Config, dac.PRESETS, "smoke", SCHEDULE, "dac")
+    for u, actor_lr, critic_lr, disc_lr in seen:
+        step = 49 + u  # update u follows env step 49 + u
+        assert actor_lr == pytest.approx(cfg.actor_lr * 0.5 ** (step // 100)), step
+        assert (critic_lr, disc_lr) == (cfg.critic_lr, cfg.disc_lr)
+    assert {round(lr / cfg.actor_lr, 6) for _, lr, _, _ in seen} >= {1.0, 0.5, 0.25}
+
+
+def _gram(w: torch.Tensor) -> torch.Tensor:
+    """W W^T or W^T W, whichever is the smaller: the identity times gain^2 for an orthogonal W."""
+    return w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+
+
+@pytest.mark.parametrize("agent", ["td3", "sac"])
+def test_orthogonal_initialisation_with_a_small_last_actor_layer(agent):
+    torch.manual_seed(0)
+    cfg = build_config(dac.Config, dac.PRESETS, None, {"agent": agent}, "dac")  # 400-300, 256-256
+    net = dac.DAC((6,), 3, cfg, torch.device("cpu"))
+
+    def check(weight, bias, gain):
+        g = _gram(weight.detach())
+        torch.testing.assert_close(g, gain ** 2 * torch.eye(len(g)), atol=1e-5 * max(gain ** 2, 1e-2), rtol=0)
+        assert torch.count_nonzero(bias) == 0
+
+    actor = [m for m in net.actor.net if isinstance(m, torch.nn.Linear)]
+    assert [m.weight.shape[0] for m in actor[:-1]] == [400, 300]
+    for m in actor[:-1]:
+        check(m.weight, m.bias, 1.0)
+    check(actor[-1].weight, actor[-1].bias, 0.01)
+    critic = [m for m in net.critic.q.modules() if isinstance(m, dac.EnsembleLinear)]
+    assert len(critic) == 3
+    for m in critic:  # each twin's (in, out) weight on its own
+        for k in range(2):
+            check(m.weight[k], m.bias[k], 1.0)
+        assert not torch.allclose(m.weight[0], m.weight[1])  # independent draws
+    disc = [m for m in net.disc.net if isinstance(m, torch.nn.Linear)]
+    assert [m.weight.shape[0] for m in disc] == [256, 256, 1]
+    for m in disc:
+        check(m.weight, m.bias, 1.0)
+    # the targets start as copies
+    torch.testing.assert_close(net.actor_target.net[-1].weight, actor[-1].weight)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("random_steps", [50, 120])
+def test_uniform_random_actions_until_the_first_actor_update(demo_root, tmp_path, monkeypatch,
+                                                            random_steps):
+    """The policy acts only once the actor has been updated (and not before ``random_steps``);
+    every earlier step is uniform random."""
+    seen = []  # (critic updates, actor updates) at each policy action
+    real = dac.DAC.explore
+
+    def explore(self, obs, rng):
+        seen.append((self.updates, self.actor_updates))
+        return real(self, obs, rng)
+
+    monkeypatch.setattr(dac.DAC, "explore", explore)
+    out = tmp_path / "run"
+    execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=out, preset="smoke",
+            overrides={**SCHEDULE, "random_steps": str(random_steps)}, show_progress=False)
+    env_steps = torch.load(out / "checkpoint.pt", weights_only=False)["algo_state"]["env_steps"]
+    first_policy_step = max(FIRST_ACTOR_UPDATE_STEP, random_steps)
+    assert len(seen) == env_steps - first_policy_step
+    assert min(a for _, a in seen) >= 1
+    assert seen[0][0] == first_policy_step - 50 + 1  # right after that step's update
+
+
+def test_subsampling_keeps_every_20th_step_and_the_absorbing_transitions():
+    """The reference adds the absorbing transitions, then keeps every 20th step of each demo from
+    a random offset, never dropping an absorbing self-loop (weight 1/20 in the discriminator's
+    loss); the step into the absorbing state is subsampled like any other."""
+    cfg = build_config(dac.Config, dac.PRESETS, None, {}, "dac")
+    assert cfg.subsample == 20 and cfg.absorbing
+    demos = [_traj(T, True, seed=seed) for seed, T in enumerate([7, 45, 60, 33] * 10)]
+    demos.append(_traj(50, False, seed=99))  # truncated: no absorbing state
+    ex = transitions(demos, "state", absorbing=True, subsample=cfg.subsample, rng=np.random.default_rng(0))
+    loops = ex["absorbing"] == 1
+    assert loops.sum() == 40  # one per terminating demo, even the 7-step ones
+    np.testing.assert_allclose(ex["weight"][loops], 1 / 20)
+    np.testing.assert_allclose(ex["weight"][~loops], 1.0)
+    assert np.all(ex["obs"][loops] == 0) and np.all(ex["action"][loops] == 0)
+    # Walk the rows demo by demo: the kept steps are 20 apart from a per-demo offset, and each
+    # terminating demo's rows end with its self-loop.
+    row, offsets, into_absorbing = 0, set(), 0
+    for d in demos:
+        obs = d.observations["state"]
+        kept = []
+        while row < len(ex["obs"]) and not loops[row] and (ex["obs"][row] == obs[:-1]).all(1).any():
+            kept.append(int(np.flatnonzero((obs[:-1] == ex["obs"][row]).all(1))[0]))
+            row += 1
+        assert all(b - a == 20 for a, b in zip(kept, kept[1:])), kept
+        assert len(kept) in (len(d) // 20, len(d) // 20 + 1)
+        if kept:
+            offsets.add(kept[0])
+        if d.terminated:
+            into_absorbing += int(kept[-1:] == [len(d) - 1])
+            assert loops[row]
+            row += 1
+    assert row == len(ex["obs"])
+    assert len(offsets) > 3  # random offsets, not one grid for every demo
+    assert into_absorbing == int((ex["next_absorbing"][~loops] == 1).sum()) < 40  # not always kept
+
+
+@pytest.mark.slow
+def test_a_run_subsamples_its_demos_every_20th_step(demo_root, tmp_path, monkeypatch):
+    got = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(demos, obs_key, absorbing, subsample, rng):
+        got.update(absorbing=absorbing, subsample=subsample, n_steps=sum(len(d) for d in demos))
+        got["rows"] = transitions(demos, obs_key, absorbing, subsample, rng)
+        raise Stop
+
+    monkeypatch.setattr(dac, "transitions", capture)
+    with pytest.raises(Stop):
+        execute(algo="dac", task="pointmaze-umaze", n_demos=3, seed=0, out=tmp_path / "run",
+                preset="smoke", show_progress=False)
+    assert got["absorbing"] is True and got["subsample"] == 20
+    assert len(got["rows"]["action"]) <= got["n_steps"] // 20 + 3 + 3  # + one per demo, + loops

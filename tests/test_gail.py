@@ -1,5 +1,6 @@
-"""GAIL: advantage estimation, return normalisation, config checks, and smoke runs from states
-and pixels through ``cmil_bench.run.execute`` (with same-seed determinism)."""
+"""GAIL: advantage estimation and their standardisation over the rollout, return normalisation,
+observation statistics frozen after the warm-up, config checks, and smoke runs from states and
+pixels through ``cmil_bench.run.execute`` (with same-seed determinism)."""
 
 from __future__ import annotations
 
@@ -148,3 +149,64 @@ def test_bc_init_and_bc_term_fit_the_policy_mean(demo_root, tmp_path):
                               torch.device("cpu"))
     fit = float(((policy(obs) - act) ** 2).sum(-1).mean())
     assert fit < 0.5 * float((act ** 2).sum(-1).mean())  # well below a zero policy
+
+
+# ------------------------------------------------------------------ the reference's normalisation
+
+
+def test_advantages_are_standardised_with_the_unbiased_std():
+    adv = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    out = gail.normalize_advantages(adv)
+    torch.testing.assert_close(out, (adv - adv.mean()) / (adv.std(unbiased=True) + 1e-5))
+    assert abs(out.mean().item()) < 1e-6 and out.std().item() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_advantages_are_standardised_once_over_each_rollout(demo_root, tmp_path, monkeypatch):
+    """One standardisation per iteration over all n_envs x rollout_len advantages, and PPO's
+    minibatches take their slices as they are (no second standardisation per minibatch)."""
+    sizes = []
+
+    def ones(adv):  # a stand-in whose minibatch slices would become 0 if standardised again
+        sizes.append(adv.numel())
+        return torch.ones_like(adv)
+
+    monkeypatch.setattr(gail, "normalize_advantages", ones)
+    p = execute(algo="gail", task="pointmaze-umaze", n_demos=3, seed=0, out=tmp_path / "run",
+                preset="smoke", overrides={"n_envs": "2", "rollout_len": "60"}, show_progress=False)
+    df = _check_metrics(p, 2)
+    assert sizes == [120, 120]  # two iterations of 2 x 60 steps
+    # advantage 1 everywhere: the clipped surrogate is -mean(min(r, clip(r))), about -1
+    assert (df["pg_loss"] < -0.5).all(), df["pg_loss"].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("iters", [2, 0])
+def test_observation_statistics_freeze_after_the_warm_up(demo_root, tmp_path, monkeypatch, iters):
+    """obs_norm_iters=2: the statistics absorb the first two rollouts, then never change
+    (0: they keep absorbing every rollout)."""
+    import cmil_bench.run as R
+
+    assert gail.Config().obs_norm_iters == 11  # the reference: rollouts of iterations 0-10
+    saved = []
+    real = R.Run.checkpoint
+
+    def checkpoint(self, state):
+        saved.append((state["it"], {k: np.copy(v) for k, v in state["obs_rms"].items()}))
+        real(self, state)
+
+    monkeypatch.setattr(R.Run, "checkpoint", checkpoint)
+    execute(algo="gail", task="pointmaze-umaze", n_demos=3, seed=0, out=tmp_path / "run",
+            preset="smoke", overrides={"n_envs": "2", "rollout_len": "60", "total_steps": "480",
+                                       "eval_every": "120", "obs_norm_iters": str(iters)},
+            show_progress=False)
+    assert [it for it, _ in saved] == [1, 2, 3, 4]
+    counts = [float(s["count"]) for _, s in saved]
+    if iters == 0:
+        np.testing.assert_allclose(counts, [120, 240, 360, 480], atol=1e-3)
+        assert not np.array_equal(saved[2][1]["mean"], saved[3][1]["mean"])
+        return
+    np.testing.assert_allclose(counts, [120, 240, 240, 240], atol=1e-3)
+    for _, s in saved[2:]:
+        for k in ("mean", "var", "count"):
+            np.testing.assert_array_equal(s[k], saved[1][1][k])
