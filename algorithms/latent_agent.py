@@ -47,11 +47,11 @@ import torch.nn as nn
 
 from algorithms.clock import EvalClock, IntervalMeans, reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
-from algorithms.nets import EnsembleMLP, mlp
+from algorithms.nets import ACTIVATIONS, EnsembleMLP, mlp
 from algorithms.obs_norm import demo_statistics
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.sequence_replay import SequenceReplay
-from algorithms.world_model import WorldModel
+from algorithms.world_model import GRU_KINDS, WorldModel
 from cmil_bench.config import BaseConfig
 from cmil_bench.errors import UserError
 
@@ -86,6 +86,8 @@ class LatentConfig(BaseConfig):
     hidden: int = 400
     ensemble_size: int = 10
     activation: str = "elu"
+    cnn_activation: str = "elu"  # of the pixel encoder and decoder
+    gru: str = "norm"  # recurrent cell: "norm" (DreamerV2's layer-normed GRU) or "plain"
     std_act: str = "sigmoid2"
     min_std: float = 0.1
     free_nats: float = 1.0
@@ -147,6 +149,11 @@ class LatentConfig(BaseConfig):
             raise UserError(f"{name}: seed_policy must be one of {SEED_POLICIES}, got {self.seed_policy!r}")
         if self.std_act not in STD_ACTS:
             raise UserError(f"{name}: std_act must be one of {STD_ACTS}, got {self.std_act!r}")
+        if self.gru not in GRU_KINDS:
+            raise UserError(f"{name}: gru must be one of {GRU_KINDS}, got {self.gru!r}")
+        for k in ("activation", "cnn_activation", "disc_activation"):
+            if getattr(self, k) not in ACTIVATIONS:
+                raise UserError(f"{name}: {k} must be one of {tuple(ACTIVATIONS)}, got {getattr(self, k)!r}")
         if len(self.encoder_kernels) != 4 or len(self.decoder_kernels) != 4:
             raise UserError(f"{name}: encoder_kernels and decoder_kernels need 4 entries each")
         if not self.mlp_layers or not self.actor_layers or not self.critic_layers:
