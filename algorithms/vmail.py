@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from algorithms.clock import reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, parameter_gradient_penalty
-from algorithms.latent_agent import LatentConfig, LatentPolicy, LatentTrainer, frozen, imagine, lambda_return
+from algorithms.latent_agent import LatentConfig, LatentTrainer, frozen, imagine, lambda_return
 from algorithms.nets import mlp
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.world_model import WorldModel
@@ -333,7 +333,16 @@ class Agent(nn.Module):
 
     # -- acting and checkpoints -------------------------------------------------------------------
     def policy(self, mode: str = "eval", expl_noise: float = 0.0, episode_len: int | None = None):
-        return Policy(self, mode=mode, expl_noise=expl_noise, episode_len=episode_len)
+        """``"train"``: sampled posterior and action plus exploration noise (torch's global
+        generator); ``"eval"``: the reference's evaluation, a sampled posterior and the action
+        ``mode``, drawn from a generator of the policy's own (so a checkpoint scores the same
+        again)."""
+        if mode == "train":
+            return Policy(self, "sample", "sample", expl_noise=expl_noise, episode_len=episode_len)
+        if mode != "eval":
+            raise ValueError(f"unknown policy mode {mode!r} (train, eval)")
+        gen = torch.Generator(device=next(self.wm.parameters()).device)
+        return Policy(self, "sample", "mode", episode_len=episode_len, generator=gen)
 
     def full_state(self) -> dict:
         return {"modules": self.state_dict(), "wm_opt": self.wm.opt.state_dict(),
@@ -348,22 +357,33 @@ class Agent(nn.Module):
         self.disc_opt.load_state_dict(state["disc_opt"])
 
 
-class Policy(LatentPolicy):
-    """V-MAIL acting as the reference does: the posterior is sampled in training and evaluation;
-    ``"train"`` acts with a sample of the actor plus Gaussian noise of std ``expl_noise``,
-    clipped to [-1, 1]; ``"eval"`` with the most likely of ``mode_samples`` samples. Evaluation
-    draws come from the policy's own generator, seeded with ``EVAL_SEED`` at every ``reset``,
-    so an evaluation gives the same episodes every time; training draws use torch's global
-    generator (checkpointed by the harness)."""
+class Policy:
+    """Acting with V-MAIL: keeps the filtered latent state and the previous action of a batch of
+    environments, so it maps observations to actions like a stateless policy (the state resets on
+    ``reset(n)``, when the batch size changes, or every ``episode_len`` calls).
 
-    def __init__(self, agent: Agent, mode: str = "eval", expl_noise: float = 0.0,
-                 episode_len: int | None = None):
-        super().__init__(agent.wm, agent.actor, mode=mode, expl_noise=expl_noise, episode_len=episode_len)
-        self.mode_samples = agent.cfg.mode_samples
-        self.generator = torch.Generator(device=self.device) if mode == "eval" else None
+    ``posterior``: ``"sample"`` (the reference, in training and evaluation) or ``"mean"``.
+    ``action``: ``"sample"`` (training: a sample of the actor, plus Gaussian noise of std
+    ``expl_noise``, clipped to [-1, 1]), ``"mode"`` (the reference's evaluation: the most likely
+    of ``mode_samples`` samples) or ``"mean"`` (tanh of the Gaussian's mean). Draws come from
+    ``generator`` (re-seeded with ``EVAL_SEED`` at every ``reset``), else from torch's global
+    generator (which the harness checkpoints)."""
+
+    def __init__(self, agent: Agent, posterior: str = "sample", action: str = "mode",
+                 expl_noise: float = 0.0, episode_len: int | None = None,
+                 generator: torch.Generator | None = None):
+        if posterior not in ("sample", "mean") or action not in ("sample", "mode", "mean"):
+            raise ValueError(f"unknown policy posterior={posterior!r} or action={action!r}")
+        self.wm, self.actor = agent.wm, agent.actor
+        self.posterior, self.action, self.expl_noise = posterior, action, expl_noise
+        self.mode_samples, self.episode_len, self.generator = agent.cfg.mode_samples, episode_len, generator
+        self.device = next(agent.wm.parameters()).device
+        self.state, self.prev_action, self.t = None, None, 0
 
     def reset(self, n: int = 1) -> None:
-        super().reset(n)
+        self.state = self.wm.rssm.initial(n, self.device)
+        self.prev_action = torch.zeros(n, self.actor.act_dim, device=self.device)
+        self.t = 0
         if self.generator is not None:
             self.generator.manual_seed(EVAL_SEED)
 
@@ -376,16 +396,20 @@ class Policy(LatentPolicy):
         obs_t = torch.as_tensor(np.ascontiguousarray(obs), device=self.device)
         rssm = self.wm.rssm
         state = rssm.obs_step(self.state, self.prev_action, self.wm.embed(obs_t), sample=False)
-        noise = torch.randn(state["mean"].shape, generator=self.generator, device=self.device)
-        state["stoch"] = state["mean"] + state["std"] * noise
+        if self.posterior == "sample":
+            noise = torch.randn(state["mean"].shape, generator=self.generator, device=self.device)
+            state["stoch"] = state["mean"] + state["std"] * noise
         self.state = state
         dist = self.actor(rssm.feat(state))
-        if self.mode == "train":
-            action = dist.sample()
+        if self.action == "sample":
+            action = dist.sample(generator=self.generator)
             if self.expl_noise > 0:
-                action = (action + self.expl_noise * torch.randn_like(action)).clamp(-1, 1)
-        else:
+                noise = torch.randn(action.shape, generator=self.generator, device=self.device)
+                action = (action + self.expl_noise * noise).clamp(-1, 1)
+        elif self.action == "mode":
             action = dist.mode(self.mode_samples, self.generator)
+        else:
+            action = torch.tanh(dist.loc)
         self.prev_action = action
         self.t += 1
         return action.cpu().numpy()
