@@ -64,6 +64,7 @@ from cmil_bench.errors import UserError
 
 __all__ = ["PRESETS", "Config", "eval_policy", "train"]  # the harness API (cmil_bench.run)
 
+EVAL_MODES = ("mode", "sample", "mean")
 EVAL_SEED = 0  # seed of the evaluation policy's own generator (sampled posterior and mode)
 ATANH_CLIP = 0.99999997  # the reference's clip before atanh in the tanh bijector's inverse
 
@@ -105,7 +106,11 @@ class Config(LatentConfig):
     actor_lr: float = 8e-5
     critic_layers: tuple[int, ...] = (400, 400, 400)  # the state-value MLP
     critic_lr: float = 8e-5
-    mode_samples: int = 100  # evaluation action: the most likely of this many samples
+    # evaluation: "mode" (the reference: a sampled posterior and the most likely of
+    # ``mode_samples`` action samples), "sample" (as in training, without exploration noise) or
+    # "mean" (the posterior mean and tanh of the actor's Gaussian mean)
+    eval_mode: str = "mode"
+    mode_samples: int = 100
     # fields of the shared actor-critic that V-MAIL has no use for (refused when changed)
     value_mix: float = 0.0
     actor_ent: float = 0.0
@@ -127,6 +132,8 @@ class Config(LatentConfig):
         for k in ("actor_init_std", "actor_min_std", "actor_mean_scale", "mode_samples"):
             if getattr(self, k) <= 0:
                 raise UserError(f"vmail: {k} must be positive, got {getattr(self, k)}")
+        if self.eval_mode not in EVAL_MODES:
+            raise UserError(f"vmail: eval_mode must be one of {EVAL_MODES}, got {self.eval_mode!r}")
         for k in ("value_mix", "actor_ent", "critic_real_data", "target_update_every"):
             default = Config.__dataclass_fields__[k].default
             if getattr(self, k) != default:
@@ -334,15 +341,16 @@ class Agent(nn.Module):
     # -- acting and checkpoints -------------------------------------------------------------------
     def policy(self, mode: str = "eval", expl_noise: float = 0.0, episode_len: int | None = None):
         """``"train"``: sampled posterior and action plus exploration noise (torch's global
-        generator); ``"eval"``: the reference's evaluation, a sampled posterior and the action
-        ``mode``, drawn from a generator of the policy's own (so a checkpoint scores the same
-        again)."""
+        generator); ``"eval"``: as ``cfg.eval_mode`` says, without exploration noise, the draws
+        from a generator of the policy's own (so a checkpoint scores the same again)."""
         if mode == "train":
             return Policy(self, "sample", "sample", expl_noise=expl_noise, episode_len=episode_len)
         if mode != "eval":
             raise ValueError(f"unknown policy mode {mode!r} (train, eval)")
+        how = self.cfg.eval_mode
         gen = torch.Generator(device=next(self.wm.parameters()).device)
-        return Policy(self, "sample", "mode", episode_len=episode_len, generator=gen)
+        posterior = "mean" if how == "mean" else "sample"
+        return Policy(self, posterior, how, episode_len=episode_len, generator=gen)
 
     def full_state(self) -> dict:
         return {"modules": self.state_dict(), "wm_opt": self.wm.opt.state_dict(),

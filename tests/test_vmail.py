@@ -71,6 +71,8 @@ def test_defaults_are_the_dm_control_reference():
 
 
 def test_knobs_of_cmils_actor_critic_are_refused():
+    with pytest.raises(UserError, match="eval_mode"):
+        build_config(vmail.Config, vmail.PRESETS, None, {"eval_mode": "median"}, "vmail")
     for key, value in (("value_mix", "0.05"), ("actor_ent", "1e-4"), ("critic_real_data", "true"),
                        ("target_update_every", "10")):
         with pytest.raises(UserError, match=f"vmail: {key} has no effect"):
@@ -89,7 +91,7 @@ def test_vmail_and_cmil_configs_are_siblings_on_the_latent_config():
     shared = set(LatentConfig.__dataclass_fields__)
     assert set(vmail.Config.__dataclass_fields__) - shared == {
         "seed_steps_include_demos", "pretrain_steps", "actor_init_std", "actor_mean_scale",
-        "mode_samples"}
+        "mode_samples", "eval_mode"}
     with pytest.raises(UserError, match="penalty_weight"):
         build_config(vmail.Config, vmail.PRESETS, "cpu", {"penalty_weight": "1"}, "vmail")
     for mod in (vmail, cmil):
@@ -250,6 +252,18 @@ def test_evaluation_policy_is_reproducible_and_training_policy_explores():
     a, b = play(agent.policy("eval")), play(agent.policy("eval"))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a).max() <= 1
+    agent.cfg.eval_mode = "mean"  # posterior mean, tanh of the actor's mean: no draws at all
+    m = play(agent.policy("eval"))
+    policy = agent.policy("eval")
+    policy.reset(3)
+    first = policy(obs)
+    with torch.no_grad():
+        state = agent.wm.rssm.obs_step(agent.wm.rssm.initial(3), torch.zeros(3, ACT),
+                                       agent.wm.embed(torch.as_tensor(obs)), sample=False)
+        want = torch.tanh(agent.actor(agent.wm.rssm.feat(state)).loc).numpy()
+    np.testing.assert_allclose(first, want, rtol=1e-6)
+    assert not np.array_equal(m, a)
+    agent.cfg.eval_mode = "mode"
     state = torch.get_rng_state()
     t = play(agent.policy("train", expl_noise=0.3))
     assert not torch.equal(state, torch.get_rng_state())  # training draws use the global generator
