@@ -207,6 +207,14 @@ def test_update_adds_the_parameter_penalty_with_weight_gp_weight():
     pen = float(losses[1.0]["disc_penalty"])
     assert pen > 0 and float(losses[0.0]["disc_penalty"]) == 0
     assert float(losses[1.0]["disc_loss"]) == pytest.approx(float(losses[0.0]["disc_loss"]) + pen, rel=1e-5)
+    # the update's penalty is the parameter-gradient one: 0 for an all-zero discriminator (an
+    # input-gradient penalty would be 1 there)
+    rng = np.random.default_rng(0)
+    agent = vmail.Agent((OBS,), ACT, smoke_cfg())
+    with torch.no_grad():
+        for p in agent.disc.parameters():
+            p.zero_()
+    assert float(agent.train_step(fake_batch(rng), fake_batch(rng))["disc_penalty"]) == pytest.approx(0, abs=1e-10)
 
 
 # ------------------------------------------------------------------------------ the actor
