@@ -212,3 +212,13 @@ rule ablation_figure:
     shell:
         "python -m analysis.ablation --manifest {input} --out {wildcards.root}/report "
         "--reps {params.reps} > {log} 2>&1"
+
+
+onstart:
+    # Each sweep's planned run folders, one per line, for `cmil-bench status RESULTS_DIR` (its
+    # "not started" column); rewritten whenever the workflow starts, from the current config.
+    for _sweep, _root in SWEEPS.items():
+        if TABLES[_sweep]:
+            os.makedirs(_root, exist_ok=True)
+            with open(f"{_root}/plan.txt", "w") as _f:
+                _f.write("\n".join(run_dirs(_sweep)) + "\n")

@@ -8,11 +8,13 @@ Imitation without reward labels, framed as fine-tuning:
    model, discriminator, actor-critic) on the demos alone, before any environment step;
 3. BC initialisation: ``bc_init_steps`` steps fitting the actor to the expert's actions
    (negative log-likelihood on the demos' posterior latent features). ``bc_init_mode="joint"``
-   (the reference) also takes a world-model step each time, on ``expert_batch_size`` sequences;
-   ``"frozen"`` filters the whole demo episodes once with the pre-trained model (from their
-   first step, as the policy does when it acts) and then takes actor-only steps on
-   ``bc_init_batch`` random (latent, action) pairs, a fresh posterior sample each time: about a
-   hundredth of the cost of a joint step;
+   (the reference): each step a world-model step on ``expert_batch_size`` expert sequences, then
+   a step of the actor with a plain SGD optimiser of its own (lr ``bc_init_lr``), apart from the
+   actor's Adam, whose state it leaves alone. ``"frozen"`` (a departure, for named variants only)
+   filters the whole demo episodes once with the pre-trained model (from their first step, as
+   the policy does when it acts) and then steps the actor's own Adam on ``bc_init_batch`` random
+   (latent, action) pairs, a fresh posterior sample each time: about a hundredth of the cost of
+   a joint step;
 4. ``seed_steps`` environment steps with that BC policy, then online fine-tuning: every
    ``train_every`` env steps, ``updates_per_train`` updates.
 
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 
 from algorithms.latent_agent import LatentAgent, LatentConfig, LatentTrainer, eval_policy
-from algorithms.optim import clip_and_step
+from algorithms.optim import SGD, clip_and_step
 from cmil_bench.errors import UserError
 
 __all__ = ["PRESETS", "Config", "eval_policy", "train"]  # the harness API (cmil_bench.run)
@@ -53,8 +55,9 @@ class Config(LatentConfig):
     pretrain_wm_steps: int = 0  # world-model-only steps on the demos before pre-training (0: none)
     pretrain_steps: int = 1_000  # full agent updates on the demos
     bc_init_steps: int = 100  # actor NLL steps on the demos' latents after pre-training
-    bc_init_mode: str = "joint"  # "joint": + a world-model step each; "frozen": cached latents
-    bc_init_batch: int = 256  # (o, a) pairs per step with bc_init_mode="frozen"
+    bc_init_mode: str = "joint"  # "joint": + a world-model step each, own SGD; "frozen": cached latents
+    bc_init_lr: float = 2e-4  # the joint BC start's plain SGD (no clip, no weight decay)
+    bc_init_batch: int = 256  # (o, a) pairs per step with bc_init_mode="frozen" (the actor's Adam)
     # --- CMIL's terms in every update
     penalty_weight: float = 10.0  # w in D - w * u; 0 = no conservatism
     bc_weight: float = 10.0  # weight of the BC NLL in the actor loss
@@ -63,6 +66,8 @@ class Config(LatentConfig):
         super().__post_validate__()
         if self.bc_init_batch <= 0:
             raise UserError(f"cmil: bc_init_batch must be positive, got {self.bc_init_batch}")
+        if self.bc_init_lr <= 0:
+            raise UserError(f"cmil: bc_init_lr must be positive, got {self.bc_init_lr}")
         for k in ("pretrain_wm_steps", "pretrain_steps", "bc_init_steps", "penalty_weight", "bc_weight"):
             if getattr(self, k) < 0:
                 raise UserError(f"cmil: {k} must be >= 0, got {getattr(self, k)}")
@@ -108,6 +113,11 @@ class Agent(LatentAgent):
 
     cfg: Config
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # the joint BC start's optimiser: plain SGD on the actor, apart from its Adam (no state)
+        self.bc_opt = SGD(self.ac.actor.parameters(), self.cfg.bc_init_lr)
+
     @property
     def penalty_weight(self) -> float:
         return self.cfg.penalty_weight
@@ -120,11 +130,14 @@ class Agent(LatentAgent):
         return conservative_reward(d_prob, u, self.cfg.penalty_weight)
 
     def bc_step(self, expert_batch: dict) -> dict[str, torch.Tensor]:
-        """BC initialisation, joint: a world-model step on expert sequences, then an actor NLL step."""
+        """BC initialisation, joint (the reference's): a world-model step on expert sequences,
+        then an SGD step of the actor's NLL on their (pre-step, detached) posterior features."""
         obs, action, first = self.tensors(expert_batch)
         post, metrics = self.wm.update(obs, action, first)
         loss = self.bc_loss(self.wm.rssm.feat(post), action)
-        self._actor_step(loss)
+        self.bc_opt.zero_grad()
+        loss.backward()
+        self.bc_opt.step()
         metrics["bc_loss"] = loss.detach()
         return metrics
 
@@ -161,8 +174,8 @@ class Agent(LatentAgent):
 
 # ------------------------------------------------------------------------- the offline phase
 def pretrain_world_model(trainer: LatentTrainer, steps: int) -> None:
-    """World-model steps alone on batches of ``batch_size + expert_batch_size`` demo sequences
-    (the same number of sequences as a full update's model step, at a fifth of its cost)."""
+    """World-model steps alone on batches of ``batch_size + expert_batch_size`` demo sequences,
+    at a fifth of a full update's cost (a departure for named variants: the reference has none)."""
     cfg, agent = trainer.cfg, trainer.agent
     for _ in range(steps):
         batch = trainer.expert.sample(cfg.batch_size + cfg.expert_batch_size, cfg.seq_len, trainer.run.rng)
@@ -178,10 +191,10 @@ def pretrain(trainer: LatentTrainer, steps: int) -> None:
 
 
 def bc_init(trainer: LatentTrainer, steps: int) -> None:
-    """``bc_init_mode="joint"``: each step a world-model step and an actor NLL step on a batch
-    of expert sequences (the reference). ``"frozen"``: the demos are filtered once, whole
-    episodes from their first step, by the frozen world model; then actor-only NLL steps on
-    ``bc_init_batch`` random pairs of them."""
+    """``bc_init_mode="joint"``: each step a world-model step and an actor NLL step (own SGD) on a
+    batch of expert sequences (the reference). ``"frozen"``: the demos are filtered once, whole
+    episodes from their first step, by the frozen world model; then actor-only NLL steps (the
+    actor's Adam) on ``bc_init_batch`` random pairs of them."""
     cfg, agent, rng = trainer.cfg, trainer.agent, trainer.run.rng
     if steps == 0:
         return

@@ -5,16 +5,19 @@ discriminator on (latent features, action), with the config, the replays and the
 One update (``LatentAgent.train_step``), given a batch of replay sequences and one of expert
 sequences:
 
-1. World model: one gradient step on both batches (``WorldModel.update``); their posteriors are
-   reused, detached, below (the expert posterior gives the discriminator's positives and the BC
-   targets).
+1. World model: one gradient step on the replay batch alone (``WorldModel.update``), whose
+   posterior is reused, detached, below. The expert batch is then filtered by the updated model
+   without a gradient (``WorldModel.filter``): its posterior gives the discriminator's positives
+   and the BC targets. (The demos are in the replay too, so the model does learn them.)
 2. Imagination: from every replay posterior state (or ``imag_starts`` of them), roll the actor's
    reparameterised actions through the prior for ``horizon`` steps (each step draws one prior
    head at random).
-3. Reward of an imagined pair (s_i, a_i): ``imagined_reward(D(s_i, a_i), u(h_{i+1}))``, D the
-   discriminator's probability and u the ensemble disagreement of the prior that predicts
-   s_{i+1}. Here the reward is ``D``; a method changes it by overriding ``imagined_reward`` and
-   ``penalty_weight`` (CMIL: ``D - w * u``, algorithms/cmil.py). Real replay pairs get ``D``.
+3. Reward of an imagined pair x_i = (s_i, a_i): ``imagined_reward(D(x_i + n_i), u(h_{i+1}))``,
+   D the discriminator's probability on the same noisy inputs it trains on in this update
+   (n_i: one draw of Gaussian noise of std ``disc_noise``, as the reference does) and u the
+   ensemble disagreement of the prior that predicts s_{i+1}. Here the reward is ``D``; a method
+   changes it by overriding ``imagined_reward`` and ``penalty_weight`` (CMIL: ``D - w * u``,
+   algorithms/cmil.py). Real replay pairs get ``D`` on clean inputs.
 4. Actor: maximise ``value_mix * Q + (1 - value_mix) * lambda-return`` along the rollout, by
    backpropagating through the (frozen) dynamics, critics and discriminator, plus an entropy
    bonus, plus ``bc_weight`` x the negative log-likelihood of the expert's actions on the expert
@@ -23,9 +26,17 @@ sequences:
    copies every ``target_update_every`` updates); with ``critic_real_data`` they also regress
    ``D(s_t, a_t) + discount * V(s_{t+1})`` on real replay transitions, V mixing Q and return as
    above.
-6. Discriminator: BCE with expert posterior features + expert actions as positives and imagined
-   features + policy actions as negatives (as many as positives, drawn at random), optional input
-   noise (``disc_noise``) and gradient penalty (``gp_weight``).
+6. Discriminator: BCE with expert posterior features + expert actions as positives and every
+   imagined pair (features + policy action) as negatives, each term the mean over its set; the
+   inputs carry the noise of step 3 (positives get their own draw); optional gradient penalty
+   (``gp_weight``) on clean inputs.
+
+Every layer starts as Keras starts it (``weight_init="glorot"``: glorot-uniform weights, zero
+biases, as both references, written in Keras, do), and every optimiser multiplies the weights by
+``1 - weight_decay`` at each step (algorithms/optim.py). Evaluation acts as training does
+(``eval_mode="sample"``: a sampled posterior and a sampled action, the CMIL reference's
+``mode="train"``; its noise comes from a generator of its own with a fixed seed, so a checkpoint
+scores the same again); ``eval_mode="mean"`` takes the posterior mean and the actor's mean.
 
 ``LatentTrainer`` holds an agent, the replays (demos + online episodes, and the demos alone) and
 the counters of one run; it runs updates, evaluations with checkpoints, and the online phase
@@ -39,7 +50,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +58,7 @@ import torch.nn as nn
 
 from algorithms.clock import EvalClock, IntervalMeans, reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
-from algorithms.nets import ACTIVATIONS, EnsembleMLP, mlp
+from algorithms.nets import ACTIVATIONS, EnsembleMLP, keras_init_, mlp
 from algorithms.obs_norm import demo_statistics
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.sequence_replay import SequenceReplay
@@ -56,6 +67,9 @@ from cmil_bench.config import BaseConfig
 from cmil_bench.errors import UserError
 
 SEED_POLICIES = ("actor", "random")
+EVAL_MODES = ("sample", "mean")
+WEIGHT_INITS = ("glorot", "torch")
+EVAL_NOISE_SEED = 7_919  # seed of the evaluation policy's own generator (eval_mode="sample")
 STD_ACTS = ("sigmoid2", "softplus")
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -66,6 +80,8 @@ class LatentConfig(BaseConfig):
     """What the shared latent agent reads. Defaults are the CMIL reference's (victorkolev/cmil
     configs.yaml, DreamerV2 sizes); algorithms/vmail.py sets V-MAIL's where they differ."""
 
+    eval_modes: ClassVar[tuple[str, ...]] = EVAL_MODES  # the values this agent's eval_mode takes
+
     # --- schedule (env steps; one env step = one action, action repeat 1)
     total_steps: int = 200_000  # env steps of the run
     eval_every: int = 5_000
@@ -74,6 +90,7 @@ class LatentConfig(BaseConfig):
     train_every: int = 5
     updates_per_train: int = 2
     expl_noise: float = 0.0  # Gaussian noise added to sampled training actions
+    eval_mode: str = "sample"  # "sample": act as in training (reference); "mean": posterior + actor means
     # --- replay
     replay_size: int = 2_000_000  # env steps kept (demos are never evicted)
     batch_size: int = 32  # replay sequences per update
@@ -119,9 +136,10 @@ class LatentConfig(BaseConfig):
     disc_hidden: tuple[int, ...] = (200, 200)
     disc_activation: str = "elu"
     disc_lr: float = 3e-4
-    disc_noise: float = 2.5  # std of Gaussian noise on its inputs while it trains
+    disc_noise: float = 2.5  # std of Gaussian noise on its inputs (training, imagined reward)
     gp_weight: float = 0.0  # gradient-penalty weight
-    # --- optimisers (Adam, decoupled weight decay) and logging
+    # --- initialisation, optimisers (Adam; weights times 1 - weight_decay at every step), logging
+    weight_init: str = "glorot"  # "glorot": Keras defaults (reference); "torch": PyTorch defaults
     adam_eps: float = 1e-5
     grad_clip: float = 100.0
     weight_decay: float = 1e-6
@@ -147,6 +165,12 @@ class LatentConfig(BaseConfig):
                 raise UserError(f"{name}: {k} must lie in [0, 1], got {getattr(self, k)}")
         if self.seed_policy not in SEED_POLICIES:
             raise UserError(f"{name}: seed_policy must be one of {SEED_POLICIES}, got {self.seed_policy!r}")
+        if self.eval_mode not in self.eval_modes:
+            raise UserError(f"{name}: eval_mode must be one of {self.eval_modes}, got {self.eval_mode!r}")
+        if self.weight_init not in WEIGHT_INITS:
+            raise UserError(f"{name}: weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
+        if not 0.0 <= self.weight_decay < 1.0:
+            raise UserError(f"{name}: weight_decay is a per-step factor in [0, 1), got {self.weight_decay}")
         if self.std_act not in STD_ACTS:
             raise UserError(f"{name}: std_act must be one of {STD_ACTS}, got {self.std_act!r}")
         if self.gru not in GRU_KINDS:
@@ -176,15 +200,15 @@ class TruncNormal:
     def mode(self) -> torch.Tensor:
         return self.loc
 
-    def rsample(self) -> torch.Tensor:
-        u = torch.rand_like(self.loc)
+    def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = torch.rand(self.loc.shape, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
         p = (self.cdf_a + u * self.z).clamp(1e-6, 1 - 1e-6)
         x = self.loc + self.scale * torch.special.ndtri(p)
         return x.clamp(self.low, self.high)
 
     @torch.no_grad()
-    def sample(self) -> torch.Tensor:
-        return self.rsample()
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.rsample(generator)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         z = (x - self.loc) / self.scale
@@ -200,12 +224,14 @@ class TruncNormal:
 
 # ---------------------------------------------------------------------------------- networks
 class Actor(nn.Module):
-    """features -> truncated normal on [-1, 1] with mean tanh(m) and std 2*sigmoid(s/2) + min_std."""
+    """features -> truncated normal on [-1, 1] with mean tanh(m) and std 2*sigmoid(s/2) + min_std.
+    m and s come from one output layer that stands for the reference's two dense heads."""
 
     def __init__(self, feat_dim: int, act_dim: int, layers: Sequence[int], act: str, min_std: float):
         super().__init__()
         self.act_dim, self.min_std = act_dim, min_std
         self.net = mlp(feat_dim, tuple(layers), 2 * act_dim, act=act)
+        self.net[-1].glorot_fans = (layers[-1], act_dim)  # two heads' fans (nets.keras_init_)
 
     def forward(self, feat: torch.Tensor) -> TruncNormal:
         mean, raw = self.net(feat).chunk(2, -1)
@@ -221,8 +247,8 @@ class ActorCritic(nn.Module):
         self.actor = Actor(feat_dim, act_dim, cfg.actor_layers, cfg.activation, cfg.actor_min_std)
         self.critic = EnsembleMLP(2, feat_dim + act_dim, cfg.critic_layers, 1, act=cfg.activation)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.disc = Discriminator(feat_dim + act_dim, cfg.disc_hidden, act=cfg.disc_activation,
-                                  input_noise=cfg.disc_noise)
+        # no noise of its own: the agent adds cfg.disc_noise to its inputs (LatentAgent.disc_inputs)
+        self.disc = Discriminator(feat_dim + act_dim, cfg.disc_hidden, act=cfg.disc_activation)
         self.actor_opt = make_optimizer(self.actor.parameters(), cfg.actor_lr, cfg.adam_eps, cfg.weight_decay)
         self.critic_opt = make_optimizer(self.critic.parameters(), cfg.critic_lr, cfg.adam_eps,
                                          cfg.weight_decay)
@@ -288,6 +314,9 @@ class LatentAgent(nn.Module):
         self.cfg = cfg
         self.wm = WorldModel(obs_shape, act_dim, cfg, obs_mean, obs_std)
         self.ac = ActorCritic(self.wm.feat_dim, act_dim, cfg)
+        if cfg.weight_init == "glorot":
+            keras_init_(self)
+            self.ac.target_critic.load_state_dict(self.ac.critic.state_dict())
 
     # -- the method's terms ---------------------------------------------------------------------
     @property
@@ -312,13 +341,14 @@ class LatentAgent(nn.Module):
                 for k in ("obs", "action", "is_first")]
 
     def train_step(self, batch: dict, expert_batch: dict) -> dict[str, torch.Tensor]:
-        """One full update on a replay batch and an expert batch (numpy sequences)."""
-        obs, action, first = self.tensors(batch, expert_batch)
+        """One full update on a replay batch and an expert batch (numpy sequences): a world-model
+        step on the replay batch alone, then the expert batch filtered by the updated model
+        without a gradient, then the behaviour step."""
+        obs, action, first = self.tensors(batch)
         post, metrics = self.wm.update(obs, action, first)
-        n = len(batch["obs"])
-        rp = {k: v[:n] for k, v in post.items()}
-        ep = {k: v[n:] for k, v in post.items()}
-        metrics.update(self.update_behaviour(rp, action[:n], ep, action[n:]))
+        e_obs, e_action, e_first = self.tensors(expert_batch)
+        ep = self.wm.filter(e_obs, e_action, e_first)
+        metrics.update(self.update_behaviour(post, action, ep, e_action))
         with torch.no_grad():
             stride = max(1, ep["deter"].shape[1] // 8)
             metrics["disagreement_demo"] = self.wm.disagreement(ep["deter"][:, ::stride]).mean()
@@ -329,13 +359,15 @@ class LatentAgent(nn.Module):
         return -self.ac.actor(expert_feat[:, :-1]).log_prob(expert_action[:, 1:]).mean()
 
     def discriminate(self, pair: torch.Tensor) -> torch.Tensor:
-        """D(s, a) of concat(features, action) as a probability, without input noise."""
-        disc = self.ac.disc
-        was = disc.training
-        disc.eval()
-        out = reward_from_logits(disc(pair), "prob")
-        disc.train(was)
-        return out
+        """D(x) of inputs x = concat(features, action) as a probability, with no noise added."""
+        return reward_from_logits(self.ac.disc(pair), "prob")  # the module itself adds no noise
+
+    def disc_inputs(self, pair: torch.Tensor) -> torch.Tensor:
+        """``pair`` plus one draw of Gaussian noise of std ``disc_noise``: what the discriminator
+        trains on, and, for imagined pairs, what the imagined reward reads."""
+        if self.cfg.disc_noise == 0:
+            return pair
+        return pair + self.cfg.disc_noise * torch.randn_like(pair)
 
     def update_behaviour(self, post: dict, action: torch.Tensor, expert_post: dict,
                          expert_action: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -357,7 +389,8 @@ class LatentAgent(nn.Module):
         with frozen(wm, ac.critic, ac.disc):
             seq = imagine(wm.rssm, ac.actor, start, h)
             pair = torch.cat([seq["feat"][:-1], seq["action"]], -1)  # (H, N, F + A)
-            d_prob = self.discriminate(pair)
+            noisy_pair = self.disc_inputs(pair)  # the discriminator's negatives below, too
+            d_prob = self.discriminate(noisy_pair)
             if penalty_weight != 0:  # u(h_{i+1}): disagreement about the step (s_i, a_i)
                 u = wm.disagreement(seq["deter"][1:])
             else:
@@ -401,14 +434,14 @@ class LatentAgent(nn.Module):
         critic_loss.backward()
         clip_and_step(ac.critic_opt, ac.critic.parameters(), cfg.grad_clip)
 
-        # --- discriminator: expert (feat, next action) vs imagined (feat, policy action)
+        # --- discriminator: expert (feat, next action) vs every imagined (feat, policy action), noisy
         pos = torch.cat([expert_feat[:, :-1], expert_action[:, 1:]], -1).reshape(-1, pair.shape[-1])
-        neg_all = pair.reshape(-1, pair.shape[-1])
-        neg = neg_all[torch.randint(neg_all.shape[0], (pos.shape[0],), device=pos.device)]
-        ac.disc.train()
-        disc_loss, disc_acc = bce_loss(ac.disc, pos, neg)
-        if cfg.gp_weight > 0:
-            disc_loss = disc_loss + cfg.gp_weight * gradient_penalty(ac.disc, pos, neg)
+        neg = noisy_pair.detach().reshape(-1, pair.shape[-1])
+        disc_loss, disc_acc = bce_loss(ac.disc, self.disc_inputs(pos), neg)
+        if cfg.gp_weight > 0:  # on clean inputs, as many imagined as expert ones, drawn at random
+            neg_all = pair.reshape(-1, pair.shape[-1])
+            sub = neg_all[torch.randint(neg_all.shape[0], (pos.shape[0],), device=pos.device)]
+            disc_loss = disc_loss + cfg.gp_weight * gradient_penalty(ac.disc, pos, sub)
         ac.disc_opt.zero_grad(set_to_none=True)
         disc_loss.backward()
         clip_and_step(ac.disc_opt, ac.disc.parameters(), cfg.grad_clip)
@@ -424,8 +457,21 @@ class LatentAgent(nn.Module):
 
     # -- acting and checkpoints -------------------------------------------------------------------
     def policy(self, mode: str = "eval", expl_noise: float = 0.0, episode_len: int | None = None):
-        return LatentPolicy(self.wm, self.ac.actor, mode=mode, expl_noise=expl_noise,
-                            episode_len=episode_len)
+        """``"train"``: sampled posterior and action (torch's global generator), plus Gaussian
+        noise of std ``expl_noise``. ``"eval"``: as ``cfg.eval_mode`` says, without exploration
+        noise: ``"sample"`` acts as training does, drawing from a generator of its own seeded with
+        ``EVAL_NOISE_SEED`` (every evaluation, and a re-evaluation of a checkpoint, draws the
+        same noise); ``"mean"`` takes the posterior mean and the actor's mean."""
+        if mode == "train":
+            return LatentPolicy(self.wm, self.ac.actor, sample=True, expl_noise=expl_noise,
+                                episode_len=episode_len)
+        if mode != "eval":
+            raise ValueError(f"unknown policy mode {mode!r} (train, eval)")
+        if self.cfg.eval_mode == "mean":
+            return LatentPolicy(self.wm, self.ac.actor, sample=False, episode_len=episode_len)
+        dev = next(self.wm.parameters()).device
+        gen = torch.Generator(device=dev).manual_seed(EVAL_NOISE_SEED)
+        return LatentPolicy(self.wm, self.ac.actor, sample=True, episode_len=episode_len, generator=gen)
 
     def full_state(self) -> dict:
         return {"modules": self.state_dict(), "wm_opt": self.wm.opt.state_dict(),
@@ -444,15 +490,17 @@ class LatentPolicy:
     """Acting with a world-model agent: keeps the filtered latent state and the previous action of
     a batch of environments, so it maps observations to actions like a stateless policy.
 
-    ``mode="eval"`` acts with the actor's mean; ``"train"`` samples and adds Gaussian exploration
-    noise of std ``expl_noise``. The state resets on ``reset(n)``; without explicit resets (e.g. in
-    ``run.evaluate``) it also resets when the batch size changes or every ``episode_len`` calls.
+    ``sample=True`` samples the posterior z and the action (from ``generator``, else torch's
+    global generator) and adds Gaussian exploration noise of std ``expl_noise``; ``sample=False``
+    takes the posterior mean and the actor's mean. The state resets on ``reset(n)``; without
+    explicit resets (e.g. in ``run.evaluate``) it also resets when the batch size changes or every
+    ``episode_len`` calls.
     """
 
-    def __init__(self, wm: WorldModel, actor: Actor, mode: str = "eval", expl_noise: float = 0.0,
-                 episode_len: int | None = None, device=None):
-        self.wm, self.actor, self.mode, self.expl_noise = wm, actor, mode, expl_noise
-        self.episode_len = episode_len
+    def __init__(self, wm: WorldModel, actor: Actor, sample: bool = False, expl_noise: float = 0.0,
+                 episode_len: int | None = None, device=None, generator: torch.Generator | None = None):
+        self.wm, self.actor, self.sample, self.expl_noise = wm, actor, sample, expl_noise
+        self.episode_len, self.generator = episode_len, generator
         self.device = device if device is not None else next(wm.parameters()).device
         self.state = None
         self.prev_action = None
@@ -471,13 +519,14 @@ class LatentPolicy:
             self.reset(n)
         obs_t = torch.as_tensor(np.ascontiguousarray(obs), device=self.device)
         embed = self.wm.embed(obs_t)
-        self.state = self.wm.rssm.obs_step(self.state, self.prev_action, embed,
-                                           sample=self.mode == "train")
+        self.state = self.wm.rssm.obs_step(self.state, self.prev_action, embed, sample=self.sample,
+                                           generator=self.generator)
         dist = self.actor(self.wm.rssm.feat(self.state))
-        if self.mode == "train":
-            action = dist.sample()
+        if self.sample:
+            action = dist.sample(self.generator)
             if self.expl_noise > 0:
-                action = (action + self.expl_noise * torch.randn_like(action)).clamp(-1, 1)
+                noise = torch.randn(action.shape, device=action.device, generator=self.generator)
+                action = (action + self.expl_noise * noise).clamp(-1, 1)
         else:
             action = dist.mode
         self.prev_action = action
@@ -591,8 +640,8 @@ class LatentTrainer:
 
 def eval_policy(state: dict, cfg: LatentConfig, obs_shape, act_dim: int, episode_len: int, device,
                 which: str = "eval"):  # noqa: ARG001 (the harness signature)
-    """The evaluation policy (actor mean on the filtered latent state) of a checkpoint's
-    ``state`` (a ``LatentTrainer.state_dict``); see ``cmil_bench.evaluate``."""
+    """The evaluation policy (``LatentAgent.policy("eval")``: as ``cfg.eval_mode`` says) of a
+    checkpoint's ``state`` (a ``LatentTrainer.state_dict``); see ``cmil_bench.evaluate``."""
     agent = LatentAgent(obs_shape, act_dim, cfg).to(device)
     agent.load_state_dict(state["agent"]["modules"])
     return agent.policy("eval", episode_len=episode_len)

@@ -1,5 +1,6 @@
 """Network parts that several algorithms share: MLPs, the stacked-weight ensemble, the 64x64 CNN
-encoder and the pixel trunk in front of it, random-shift augmentation."""
+encoder and the pixel trunk in front of it, random-shift augmentation, and Keras's default
+initialisation (``keras_init_``) for the agents whose references are written in Keras."""
 
 from __future__ import annotations
 
@@ -49,6 +50,40 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias, x, self.weight)
+
+
+def glorot_uniform_(weight: torch.Tensor, fan_in: int, fan_out: int) -> torch.Tensor:
+    """Keras's default kernel initialiser in place: U(-b, b) with b = sqrt(6 / (fan_in + fan_out))."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        return weight.uniform_(-bound, bound)
+
+
+def keras_init_(module: nn.Module) -> nn.Module:
+    """Re-initialise every layer of ``module`` as Keras does by default: glorot-uniform weights
+    and zero biases for ``nn.Linear``, ``EnsembleLinear`` (fans of one member), ``nn.Conv2d`` and
+    ``nn.ConvTranspose2d`` (fans times the kernel area, as Keras counts them), unit gain and zero
+    offset for ``nn.LayerNorm``. A layer that holds a part of one Keras layer (a dense layer on a
+    concatenation split into one ``nn.Linear`` per input, or two dense heads stacked into one)
+    names the Keras layer's fans in a ``glorot_fans = (fan_in, fan_out)`` attribute."""
+    for m in module.modules():
+        weight = getattr(m, "weight", None)
+        if isinstance(m, nn.LayerNorm):
+            if m.elementwise_affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            continue
+        if isinstance(m, (nn.Linear, EnsembleLinear)):
+            fans = (weight.shape[-1], weight.shape[-2]) if isinstance(m, nn.Linear) else weight.shape[-2:]
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            area = weight[0, 0].numel()
+            fans = (weight.shape[1] * area, weight.shape[0] * area)
+        else:
+            continue
+        glorot_uniform_(weight, *getattr(m, "glorot_fans", fans))
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    return module
 
 
 class EnsembleMLP(nn.Module):

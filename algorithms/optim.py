@@ -108,18 +108,23 @@ class FlatTarget:
 
 
 class AdamW:
-    """Adam with decoupled weight decay (the DreamerV2 optimiser), stepping all tensors at once
-    through torch's fused kernel (a per-tensor loop where torch has none). Same update rule as
-    ``torch.optim.AdamW`` (``tests/test_optim.py`` checks it)."""
+    """Adam with decoupled weight decay as the latent agents' reference (DreamerV2's optimiser)
+    applies it: before every step each parameter is multiplied by ``1 - weight_decay``, a
+    per-step factor that the learning rate does not scale (``torch.optim.AdamW`` multiplies by
+    ``1 - lr * weight_decay``). The decay reaches every parameter, the Adam step those with a
+    gradient. All tensors step at once through torch's fused Adam kernel (a per-tensor loop
+    where torch has none); ``tests/test_optim.py`` checks the rule against ``torch.optim.Adam``."""
 
     def __init__(self, params, lr: float, eps: float = 1e-8, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999)):
+        if not 0.0 <= weight_decay < 1.0:
+            raise ValueError(f"weight_decay is a per-step factor in [0, 1), got {weight_decay}")
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.eps, self.weight_decay, self.betas = float(lr), float(eps), float(weight_decay), betas
         self.exp_avg: list[torch.Tensor] = []  # created on the parameters' device at first use,
         self.exp_avg_sq: list[torch.Tensor] = []  # so the module may move (.to) after this
         self.steps: list[torch.Tensor] = []
-        self.fused = hasattr(torch, "_fused_adamw_")
+        self.fused = hasattr(torch, "_fused_adam_")
 
     def _init_state(self) -> None:
         if not self.exp_avg:
@@ -137,19 +142,19 @@ class AdamW:
         if not idx:
             return
         self._init_state()
+        if self.weight_decay > 0:
+            torch._foreach_mul_(self.params, 1.0 - self.weight_decay)
         ps = [self.params[i] for i in idx]
         grads = [p.grad for p in ps]
         m, v, steps = ([lst[i] for i in idx] for lst in (self.exp_avg, self.exp_avg_sq, self.steps))
         torch._foreach_add_(steps, 1.0)
         b1, b2 = self.betas
         if self.fused:
-            torch._fused_adamw_(ps, grads, m, v, [], steps, lr=self.lr, beta1=b1, beta2=b2,
-                                weight_decay=self.weight_decay, eps=self.eps, amsgrad=False,
-                                maximize=False)
+            torch._fused_adam_(ps, grads, m, v, [], steps, lr=self.lr, beta1=b1, beta2=b2,
+                               weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
             return
         for p, g, mi, vi, st in zip(ps, grads, m, v, steps):
             t = float(st)
-            p.mul_(1.0 - self.lr * self.weight_decay)
             mi.lerp_(g, 1.0 - b1)
             vi.mul_(b2).addcmul_(g, g, value=1.0 - b2)
             denom = (vi.sqrt() / math.sqrt(1.0 - b2 ** t)).add_(self.eps)
@@ -167,6 +172,25 @@ class AdamW:
                 raise ValueError(f"optimiser state has {len(theirs)} tensors, expected {len(mine)}")
             for a, b in zip(mine, theirs):
                 a.copy_(b)
+
+
+class SGD:
+    """Plain stochastic gradient descent, ``p -= lr * grad``: no momentum, no weight decay, no
+    state (CMIL's BC initialisation steps the actor with one of these, apart from its Adam)."""
+
+    def __init__(self, params, lr: float):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr = float(lr)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: ARG002 (torch.optim signature)
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        ps = [p for p in self.params if p.grad is not None]
+        if ps:
+            torch._foreach_add_(ps, [p.grad for p in ps], alpha=-self.lr)
 
 
 def make_optimizer(params, lr: float, eps: float, weight_decay: float) -> AdamW:

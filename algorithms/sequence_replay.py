@@ -5,6 +5,12 @@ row t holding observation o_t, the action a_{t-1} that led to it (zeros in row 0
 ``is_first`` flag (row 0 only). A sampled sequence is ``length`` consecutive rows of one episode,
 so ``obs[:, t]`` pairs with ``action[:, t + 1]`` (the action taken after seeing ``o_t``).
 
+Sampling follows the CMIL reference (DreamerV2's replay with ``minlen = maxlen = length``): an
+episode uniformly among those with at least ``length`` rows, then a start row uniformly within
+it; and every sampled chunk starts as a new episode: ``is_first`` is set on its first row and
+that row's action is zero, so a chunk from the middle of an episode is filtered from the initial
+latent state and carries no true previous action.
+
 Episodes live in a Python list of numpy arrays (nothing is preallocated, so pixel replays cost
 only what they hold). Episodes marked ``protected`` (the demos) are never evicted and are not
 written by ``state_dict``: the owner re-adds them, in the same order, before ``load_state_dict``.
@@ -34,8 +40,8 @@ def episode_rows(observations: np.ndarray, actions: np.ndarray) -> dict[str, np.
 
 
 class SequenceReplay:
-    """Holds whole episodes; ``sample(batch, length, rng)`` draws sequences uniformly over all
-    valid start rows (episodes shorter than ``length`` rows are never drawn)."""
+    """Holds whole episodes; ``sample(batch, length, rng)`` draws sequences: an episode uniformly
+    (among those with at least ``length`` rows), then a start row uniformly within it."""
 
     def __init__(self, capacity: int = 1_000_000):
         if capacity <= 0:
@@ -80,20 +86,21 @@ class SequenceReplay:
         return bool(self.episodes) and int(self._starts(length).sum()) > 0
 
     def sample(self, batch: int, length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """``batch`` sequences of ``length`` rows: obs (B, L, *obs), action (B, L, A), is_first (B, L)."""
+        """``batch`` sequences of ``length`` rows: obs (B, L, *obs), action (B, L, A), is_first (B, L);
+        each starts as a new episode (``is_first`` and a zero action on its row 0)."""
         starts = self._starts(length)
-        total = int(starts.sum())
-        if total == 0:
+        eligible = np.flatnonzero(starts > 0)
+        if len(eligible) == 0:
             longest = max((len(ep["obs"]) for ep in self.episodes), default=0)
             raise UserError(f"no episode has {length} rows to sample a sequence from (longest: "
                             f"{longest}); lower seq_len")
-        flat = rng.integers(0, total, size=batch)
-        cum = np.cumsum(starts)
-        ep_idx = np.searchsorted(cum, flat, side="right")
-        offs = flat - (cum[ep_idx] - starts[ep_idx])
+        ep_idx = eligible[rng.integers(0, len(eligible), size=batch)]
+        offs = rng.integers(0, starts[ep_idx])
         out = {}
         for key in ("obs", "action", "is_first"):
             out[key] = np.stack([self.episodes[e][key][o:o + length] for e, o in zip(ep_idx, offs)])
+        out["is_first"][:, 0] = True
+        out["action"][:, 0] = 0.0
         return out
 
     # -- checkpoints ---------------------------------------------------------------------------

@@ -38,8 +38,7 @@ its optimiser step (as the reference's gradient tapes do).
 Defaults are the reference's, with env steps counted as the reference counts its steps (frames,
 here one per action; the reference's action repeat 2 makes 1000 of its steps 500 actions).
 Differences that remain: states go through the shared MLP encoder (the reference is pixels
-only); layers other than the GRU start with PyTorch's default initialisation (the reference:
-Keras's glorot-uniform weights and zero biases); PyTorch's Adam form of epsilon; the
+only); PyTorch's Adam form of epsilon; the
 evaluation cadence is the harness's; sequences are sampled by the shared replay
 (algorithms/sequence_replay.py); the reference's evaluation ``mode`` keeps the most likely of
 ``mode_samples`` samples per environment (the reference indexes environment 0's choice for all,
@@ -50,6 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from algorithms.clock import reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, parameter_gradient_penalty
 from algorithms.latent_agent import LatentConfig, LatentTrainer, frozen, imagine, lambda_return
-from algorithms.nets import mlp
+from algorithms.nets import keras_init_, mlp
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.world_model import WorldModel
 from cmil_bench.errors import UserError
@@ -112,6 +112,7 @@ class Config(LatentConfig):
     # ``mode_samples`` action samples), "sample" (as in training, without exploration noise) or
     # "mean" (the posterior mean and tanh of the actor's Gaussian mean)
     eval_mode: str = "mode"
+    eval_modes: ClassVar[tuple[str, ...]] = EVAL_MODES
     mode_samples: int = 100
     # fields of the shared actor-critic that V-MAIL has no use for (refused when changed)
     value_mix: float = 0.0
@@ -134,8 +135,6 @@ class Config(LatentConfig):
         for k in ("actor_init_std", "actor_min_std", "actor_mean_scale", "mode_samples"):
             if getattr(self, k) <= 0:
                 raise UserError(f"vmail: {k} must be positive, got {getattr(self, k)}")
-        if self.eval_mode not in EVAL_MODES:
-            raise UserError(f"vmail: eval_mode must be one of {EVAL_MODES}, got {self.eval_mode!r}")
         for k in ("value_mix", "actor_ent", "critic_real_data", "target_update_every"):
             default = Config.__dataclass_fields__[k].default
             if getattr(self, k) != default:
@@ -260,6 +259,8 @@ class Agent(nn.Module):
         self.actor_opt = make_optimizer(self.actor.parameters(), cfg.actor_lr, eps, wd)
         self.value_opt = make_optimizer(self.value.parameters(), cfg.critic_lr, eps, wd)
         self.disc_opt = make_optimizer(self.disc.parameters(), cfg.disc_lr, eps, wd)
+        if cfg.weight_init == "glorot":  # Keras's defaults (the plain GRU keeps its own, Keras's too)
+            keras_init_(self)
 
     def tensors(self, batch: dict):
         dev = next(self.wm.parameters()).device

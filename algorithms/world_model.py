@@ -55,12 +55,14 @@ def gaussian_kl(mean_q, std_q, mean_p, std_p) -> torch.Tensor:
 
 class NormGRUCell(nn.Module):
     """GRU cell with layer norm on the gates and the update gate biased towards keeping the state
-    (DreamerV2's cell): update = sigmoid(u - 1), h' = update * tanh(r * c) + (1 - update) * h."""
+    (DreamerV2's cell): update = sigmoid(u - 1), h' = update * tanh(r * c) + (1 - update) * h.
+    As in the reference, the gates' dense layer has a bias even before the norm, and the norm
+    has Keras's epsilon (1e-3)."""
 
     def __init__(self, inp: int, size: int, norm: bool = True, update_bias: float = -1.0):
         super().__init__()
-        self.layer = nn.Linear(inp + size, 3 * size, bias=not norm)
-        self.norm = nn.LayerNorm(3 * size) if norm else nn.Identity()
+        self.layer = nn.Linear(inp + size, 3 * size)
+        self.norm = nn.LayerNorm(3 * size, eps=1e-3) if norm else nn.Identity()
         self.update_bias = update_bias
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -139,11 +141,13 @@ class RSSM(nn.Module):
         # img_in(z, a) = W_z z + W_a a + b, split so the action part is computed for a whole sequence
         self.img_z = nn.Linear(stoch, hidden)
         self.img_a = nn.Linear(act_dim, hidden, bias=False)
+        self.img_z.glorot_fans = self.img_a.glorot_fans = (stoch + act_dim, hidden)  # nets.keras_init_
         self.cell = gru_cell(gru, hidden, deter)
         self.prior = EnsemblePrior(ensemble, deter, hidden, stoch, act, std_act, min_std)
         # posterior hidden = act(W_h h + W_e e + b), the embedding part computed for a whole sequence
         self.obs_h = nn.Linear(deter, hidden, bias=False)
         self.obs_e = nn.Linear(embed_dim, hidden)
+        self.obs_h.glorot_fans = self.obs_e.glorot_fans = (deter + embed_dim, hidden)
         self.obs_out = nn.Linear(hidden, 2 * stoch)
 
     @property
@@ -203,15 +207,18 @@ class RSSM(nn.Module):
         return {"deter": deter, "stoch": stoch, "mean": mean, "std": std}
 
     def obs_step(self, state: dict, prev_action: torch.Tensor, embed: torch.Tensor,
-                 is_first: torch.Tensor | None = None, sample: bool = True) -> dict:
-        """One filtering step for acting: (state, a_{t-1}, embed(o_t)) -> posterior state."""
+                 is_first: torch.Tensor | None = None, sample: bool = True,
+                 generator: torch.Generator | None = None) -> dict:
+        """One filtering step for acting: (state, a_{t-1}, embed(o_t)) -> posterior state, its z
+        sampled (noise from ``generator``, else torch's global one) or the posterior mean."""
         if is_first is not None:
             m = (1.0 - is_first.float()).unsqueeze(-1)
             state = {k: v * m for k, v in state.items()}
             prev_action = prev_action * m
         x = self.act(self.img_z(state["stoch"]) + self.img_a(prev_action))
         deter = self.cell(x, state["deter"])
-        noise = torch.randn(deter.shape[0], self.stoch, device=deter.device) if sample else None
+        noise = (torch.randn(deter.shape[0], self.stoch, device=deter.device, generator=generator)
+                 if sample else None)
         stoch, mean, std = self._posterior(deter, self.obs_e(embed), noise)
         return {"deter": deter, "stoch": stoch, "mean": mean, "std": std}
 
@@ -339,6 +346,13 @@ class WorldModel(nn.Module):
         loss.backward()
         clip_and_step(self.opt, self.parameters(), self.cfg.grad_clip)
         return {k: v.detach() for k, v in post.items()}, metrics
+
+    @torch.no_grad()
+    def filter(self, obs, action, is_first) -> dict[str, torch.Tensor]:
+        """The (sampled) posterior of a batch of sequences, without a gradient and without a
+        model update: how the latent agents read the expert batch."""
+        post, _ = self.rssm.observe(self.embed(obs), action, is_first)
+        return post
 
     def disagreement(self, deter: torch.Tensor) -> torch.Tensor:
         return self.rssm.disagreement(deter)

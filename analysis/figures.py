@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.layout_engine import PlaceHolderLayoutEngine  # noqa: E402
 from rliable import plot_utils  # noqa: E402
 
 # Separates the two names of an ordered pair for rliable's probability-of-improvement plot;
@@ -29,6 +30,10 @@ def save(fig, base: Path) -> list[Path]:
     """Write ``base.png`` and ``base.pdf``; returns both paths."""
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
+    # After fig.tight_layout() the figure keeps a placeholder layout engine, and savefig draws
+    # the whole figure once more before each file because of it; the layout is already done.
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        fig.set_layout_engine(None)
     # The tight box is computed once for both formats (savefig would redo it per file).
     bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
     for p in paths:
@@ -103,8 +108,10 @@ def sample_efficiency(title: str, panels: Sequence[dict], colors: dict, ylabel: 
     """IQM over seeds at each evaluation with pointwise CI bands, one panel per demo count.
 
     Each panel: {"title", "xlabel", "curves": {name: (x, point, lo, hi)},
-    "lines": {name: (value, lo, hi)}}; ``lines`` are offline algorithms drawn flat at their
-    final score across the panel.
+    "lines": {name: (value, lo, hi)}} and optionally "running": {name: [(x, y), ...]};
+    ``lines`` are offline algorithms drawn flat at their final score across the panel;
+    ``running`` are runs in progress, each drawn as a thin dotted partial curve (its own
+    evaluations so far), labelled "NAME (in progress, N runs)".
     """
     fig, axes = _panel_grid(len(panels))
     for ax, panel in zip(axes, panels):
@@ -114,6 +121,12 @@ def sample_efficiency(title: str, panels: Sequence[dict], colors: dict, ylabel: 
                     linewidth=2, label=name)
             ax.fill_between(x, lo, hi, color=colors[name], alpha=0.2, linewidth=0)
             xmax = max(xmax, float(np.max(x)))
+        for name, runs in panel.get("running", {}).items():
+            for i, (x, y) in enumerate(runs):
+                ax.plot(x, y, color=colors[name], linestyle=":", linewidth=1.2, alpha=0.8,
+                        label=(f"{name} (in progress, {len(runs)} run{'s' if len(runs) > 1 else ''})"
+                               if i == 0 else None))
+                xmax = max(xmax, float(np.max(x)))
         for name, (v, lo, hi) in panel["lines"].items():
             ax.axhline(v, color=colors[name], linestyle="--", linewidth=2,
                        label=f"{name} (offline, final)")
@@ -142,7 +155,8 @@ def seed_curves(title: str, panels: Sequence[dict], colors: dict, ylabel: str,
     step axis (budgets differ between algorithms), with the mean over seeds drawn bold.
 
     Each panel: {"title", "name" (the algorithm, for its colour), "xlabel",
-    "seeds": {seed: (x, y)}}.
+    "seeds": {seed: (x, y)}} and optionally "running": {seed: (x, y)}, runs in progress drawn
+    dotted without markers, labelled "seed S (in progress)" and left out of the mean.
     """
     fig, axes = _panel_grid(len(panels), width=4.0, height=3.0)
     for ax, panel in zip(axes, panels):
@@ -154,10 +168,14 @@ def seed_curves(title: str, panels: Sequence[dict], colors: dict, ylabel: str,
                     linestyle=_SEED_STYLES[i % len(_SEED_STYLES)],
                     marker=_SEED_MARKERS[i % len(_SEED_MARKERS)], markersize=3.5,
                     label=f"seed {seed}")
-        k = min(len(y) for _, y in runs.values())
-        x0 = np.median(np.stack([np.asarray(x[:k], float) for x, _ in runs.values()]), axis=0)
-        mean = np.mean(np.stack([np.asarray(y[:k], float) for _, y in runs.values()]), axis=0)
-        ax.plot(x0, mean, color=color, linewidth=2.5, label="mean")
+        for seed, (x, y) in sorted(panel.get("running", {}).items()):
+            ax.plot(x, y, color=color, alpha=0.8, linewidth=1.2, linestyle=":",
+                    label=f"seed {seed} (in progress)")
+        if runs:
+            k = min(len(y) for _, y in runs.values())
+            x0 = np.median(np.stack([np.asarray(x[:k], float) for x, _ in runs.values()]), axis=0)
+            mean = np.mean(np.stack([np.asarray(y[:k], float) for _, y in runs.values()]), axis=0)
+            ax.plot(x0, mean, color=color, linewidth=2.5, label="mean")
         ax.set_title(panel["title"])
         ax.set_xlabel(panel["xlabel"])
         ax.set_ylabel(ylabel)

@@ -2,10 +2,10 @@
 
     cmil-bench report --runs results/runs --out results/report [--metric norm_score]
 
-Every interval is a 95 % stratified-bootstrap percentile CI computed by rliable
-(``rliable.library.get_interval_estimates`` / ``create_performance_profile``; the estimators
-are in ``analysis.stats``). What is computed
-and how (see also the README written next to the results):
+Every interval is a 95 % stratified-bootstrap percentile CI: rliable's
+(``rliable.library.get_interval_estimates`` / ``create_performance_profile``, same resampling
+indices and estimators), computed for all resamples at once in ``analysis.stats``. What is
+computed and how (see also the README written next to the results):
 
 * final score of a run: mean of the metric over its last ``last_k`` evaluations;
 * *setting*: one (task, demo count[, demo source when a task has several]); an *algorithm* is
@@ -22,7 +22,13 @@ and how (see also the README written next to the results):
   algorithm's own evaluations (the k-th evaluation of every run, x = median step of those),
   pointwise CI bands. x is env steps; an algorithm that never steps the environment (BC:
   env_steps = 0) is drawn as a flat dashed line at its final score with its CI band. When no
-  algorithm of a panel steps the environment, x is gradient steps.
+  algorithm of a panel steps the environment, x is gradient steps;
+* with ``--include-running``, runs in progress (their progress.csv) are drawn as thin dotted
+  partial curves labelled "in progress" in the sample-efficiency and seed-curve figures and
+  listed in summary.json (``in_progress_drawn``); no table, aggregate or interval uses them.
+
+The figures are drawn by worker processes (``--jobs``, ``analysis.jobs``) while the intervals
+are computed; a progress bar counts intervals and figures (``--progress``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures, stats
+from analysis import jobs as jobs_mod
 from analysis.runs import final_scores, load_runs, read_manifest
 from cmil_bench.errors import UserError
 
@@ -125,11 +132,17 @@ def _setting_order(finals: pd.DataFrame) -> list[str]:
 # -- the report --------------------------------------------------------------------------------
 
 def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, seed: int = 0,
-           last_k: int = 1, figures_too: bool = True, manifest: str | Path | None = None) -> dict:
+           last_k: int = 1, figures_too: bool = True, manifest: str | Path | None = None,
+           include_running: bool = False, jobs: int | None = None,
+           progress: bool | None = False) -> dict:
     """Write tables, figures, summary.json and README.md under ``out_dir``; returns the summary.
 
     ``reps``: bootstrap resamples per interval; ``seed``: bootstrap seed; ``last_k``: a run's
     final score is the mean of its last k evaluations; ``figures_too=False`` skips the figures.
+    ``include_running``: also draw the runs in progress (their progress.csv) as partial curves,
+    marked as such, in the sample-efficiency and seed-curve figures; they enter no table.
+    ``jobs``: processes drawing figures (default: the CPUs available; 1 draws them here).
+    ``progress``: show a progress bar on stderr (None: only on a terminal).
 
     Raises UserError when ``runs_root`` holds no finished run, or on a bad metric / reps / seed.
     """
@@ -138,8 +151,26 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
         raise UserError(f"reps must be a positive integer, got {reps!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"seed must be a non-negative integer, got {seed!r}")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer))
+                             or jobs < 1):
+        raise UserError(f"jobs must be a positive integer, got {jobs!r}")
     runs_root, out = Path(runs_root), Path(out_dir)
-    df, info = load_runs(runs_root, only=read_manifest(manifest) if manifest else None)
+    only = read_manifest(manifest) if manifest else None
+    pool = jobs_mod.FigureJobs((jobs or jobs_mod.default_jobs()) if figures_too else 1)
+    bar = jobs_mod.Progress(progress)
+    try:
+        bar.add(1)
+        df, info = load_runs(runs_root, only=only, include_running=include_running)
+        bar.step(f"read {info['finished']} finished runs")
+        return _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too,
+                       include_running, pool, bar, t0)
+    finally:
+        pool.close()
+        bar.close()
+
+
+def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, include_running,
+            pool, bar, t0) -> dict:
     if info["finished"] == 0:
         raise UserError(
             f"no finished runs under {str(runs_root)!r}: no run folder there has a metrics.csv "
@@ -164,7 +195,6 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
         finals["success"] = np.nan
 
     variants = _order(finals)
-    colors = figures.colors_for(variants)
     with_gap = metric in NORMALISED
     names = stats.aggregate_names(with_gap)
     digits = 2 if metric in NORMALISED else 1
@@ -174,6 +204,34 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
     settings_of = {v: [s for s in setting_order if s in set(by_v[v]["setting"])] for v in variants}
     demo_counts = sorted(int(n) for n in finals["n_demos"].unique())
     task_labels = sorted(finals["task_label"].unique())
+
+    running = _running_runs(info.get("running"), finals, metric) if include_running else None
+    extra = [] if running is None else sorted(set(running["_variant"]) - set(variants))
+    colors = figures.colors_for(variants + extra)
+
+    # Every output file is written from here on; the previous report's files go first (the
+    # figure workers start writing while the intervals are computed).
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_previous(out)
+    files: dict[str, str] = {}
+
+    def rel(paths, what):
+        for p in paths:
+            files[str(p.relative_to(out))] = what
+
+    tables_dir, fig_dir = out / "tables", out / "figures"
+    if figures_too:
+        pool.attach(bar)
+        seed_panels = _seed_panels(df, finals, variants + extra, metric, running)
+        for task, panels in seed_panels.items():
+            pool.submit(f"learning curve of every seed on {task} (online algorithms)",
+                        figures.seed_curves, f"{task}: every seed", panels, colors, label,
+                        fig_dir / f"seed_curves_{_slug(task)}")
+
+    n_pairs = sum(1 for x in variants for y in variants
+                  if x != y and set(settings_of[x]) & set(settings_of[y]))
+    bar.add(len(variants) * (4 + len(demo_counts)) + n_pairs
+            + int(finals[["variant", "task_label", "n_demos"]].drop_duplicates().shape[0]))
 
     # Aggregates per algorithm over its settings, and per (algorithm, demo count).
     agg, agg_demos, matrices = {}, {}, {}
@@ -185,8 +243,10 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
         agg[v] = {"estimates": stats.aggregates(matrix, with_gap, reps, seed, f"agg/{v}"),
                   "settings": settings_of[v], "runs_used": int(matrix.size),
                   "runs_finished": int(len(by_v[v])), "seeds_per_setting": int(matrix.shape[0])}
+        bar.step(f"aggregates {v}")
         agg_demos[v] = {}
         for n in demo_counts:
+            bar.step(f"aggregates {v} d{n}")
             sub = by_v[v][by_v[v]["n_demos"] == n]
             if sub.empty:
                 continue
@@ -216,11 +276,13 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
         sub = by_v[v]
         cols = [sub[sub["setting"] == s]["score"].to_numpy() for s in settings_of[v]]
         score_est = stats.setting_means(cols, reps, seed, f"task/{v}")
+        bar.step(f"per-task means {v}")
         succ_cols = [sub[sub["setting"] == s]["success"].dropna().to_numpy()
                      for s in settings_of[v]]
         have = [i for i, c in enumerate(succ_cols) if len(c)]
         succ_est = dict(zip(have, stats.setting_means([succ_cols[i] for i in have], reps, seed,
                                                       f"success/{v}"))) if have else {}
+        bar.step(f"per-task success {v}")
         per_setting[v] = {}
         for i, s in enumerate(settings_of[v]):
             rows = sub[sub["setting"] == s]
@@ -245,6 +307,7 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
             my, _ = stats.score_matrix(by_v[y], common)
             p, lo, hi = stats.probability_of_improvement(mx, my, reps, seed, f"poi/{x}/{y}")
             poi.append({"x": x, "y": y, "value": p, "lo": lo, "hi": hi, "settings": len(common)})
+            bar.step(f"probability of improvement {x} > {y}")
     if len(variants) == 1:
         notes.append("Only one algorithm: no probability of improvement.")
 
@@ -258,25 +321,21 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
     profs, prof_cis = {}, {}
     for v in variants:
         profs[v], prof_cis[v] = stats.performance_profile(matrices[v], taus, reps, seed, f"prof/{v}")
+        bar.step(f"performance profile {v}")
 
     # Sample-efficiency curves.
-    curves = _curves(df, finals, variants, metric, reps, seed)
+    curves = _curves(df, finals, variants, metric, reps, seed, bar, running)
     offline = sorted({v for panels in curves.values() for p in panels for v in p["lines"]})
     if offline:
         notes.append(f"{', '.join(offline)} never step the environment (env_steps = 0): in the "
                      "sample-efficiency figures they are a flat dashed line at their final score "
                      "(IQM over seeds, CI band).")
+    drawn = sorted({d for panels in curves.values() for p in panels
+                    for d in p.get("running_dirs", [])})
+    if include_running:
+        notes.append(_running_note(info, drawn, curves))
 
     # Output files.
-    out.mkdir(parents=True, exist_ok=True)
-    _remove_previous(out)
-    files: dict[str, str] = {}
-
-    def rel(paths, what):
-        for p in paths:
-            files[str(p.relative_to(out))] = what
-
-    tables_dir, fig_dir = out / "tables", out / "figures"
     scope = f"final {metric} (last {last_k} evaluation{'s' if last_k > 1 else ''})"
 
     t_agg = pd.DataFrame([{"Algorithm": v, **{n: _fmt(agg[v]["estimates"][n], digits) for n in names},
@@ -301,7 +360,7 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
             for n in demo_counts:
                 cells = {t: None for t in task_labels}
                 found = False
-                for s, e in per_setting[v].items():
+                for e in per_setting[v].values():
                     if e["n_demos"] == n:
                         cells[e["task"]] = e[key]
                         found = True
@@ -329,15 +388,17 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
     files["tables/final_scores.csv"] = "final score of every run used"
 
     if figures_too:
-        _figures(fig_dir, rel, variants, colors, names, label, agg, agg_demos, demo_counts,
-                 profs, prof_cis, taus, poi, curves, _seed_panels(df, finals, variants, metric),
-                 per_setting, task_labels)
+        _figures(pool, fig_dir, variants, colors, names, label, agg, agg_demos, demo_counts,
+                 profs, prof_cis, taus, poi, curves, per_setting, task_labels)
+        for paths, what in pool.results():
+            rel(paths, what)
 
     summary = {
         "metric": metric, "last_k": last_k, "reps": int(reps), "seed": int(seed),
         "confidence": stats.CONFIDENCE, "bootstrap": f"rliable stratified bootstrap, {stats.METHOD}",
         "runs_root": str(runs_root),
-        "runs": {"finished": info["finished"], "in_progress_ignored": info["in_progress"],
+        "runs": {"finished": info["finished"],
+                 "in_progress_ignored": info["in_progress"] - len(drawn),
                  "skipped": info["skipped"], "used": int(len(finals)),
                  "left_out_for_equal_seeds": int(excluded), "no_metric_value": int(len(nan_runs))},
         "algorithms": variants, "tasks": task_labels, "demo_counts": demo_counts,
@@ -357,34 +418,35 @@ def report(runs_root, out_dir, metric: str = "norm_score", reps: int = 2000, see
         "notes": notes,
         "files": sorted([*files, "summary.json", "README.md"]),
     }
+    if include_running:
+        summary["runs"]["in_progress_drawn"] = len(drawn)
+        summary["in_progress_drawn"] = _running_summary(running[running["run_dir"].isin(drawn)],
+                                                        metric)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(_readme(summary, files), encoding="utf-8")
     return summary
 
 
-def _figures(fig_dir, rel, variants, colors, names, label, agg, agg_demos, demo_counts, profs,
-             prof_cis, taus, poi, curves, seed_panels, per_setting, task_labels) -> None:
-    rel(figures.aggregates({v: agg[v]["estimates"] for v in variants}, names, colors, label,
-                           fig_dir / "aggregates"), "aggregates with 95% CIs")
+def _figures(pool, fig_dir, variants, colors, names, label, agg, agg_demos, demo_counts, profs,
+             prof_cis, taus, poi, curves, per_setting, task_labels) -> None:
+    """Hands every figure but the seed curves (handed over earlier) to ``pool``."""
+    pool.submit("aggregates with 95% CIs", figures.aggregates,
+                {v: agg[v]["estimates"] for v in variants}, names, colors, label,
+                fig_dir / "aggregates")
     demo_est = {f"{v} d{n}": agg_demos[v][n]["estimates"] for v in variants for n in demo_counts
                 if n in agg_demos[v]}
     demo_colors = {f"{v} d{n}": colors[v] for v in variants for n in demo_counts}
-    rel(figures.aggregates(demo_est, names, demo_colors, label, fig_dir / "aggregates_by_demos"),
-        "aggregates per (algorithm, demo count)")
-    rel(figures.profiles(profs, prof_cis, taus, colors, rf"{label} ($\tau$)",
-                         fig_dir / "performance_profiles"), "performance profiles")
+    pool.submit("aggregates per (algorithm, demo count)", figures.aggregates, demo_est, names,
+                demo_colors, label, fig_dir / "aggregates_by_demos")
+    pool.submit("performance profiles", figures.profiles, profs, prof_cis, taus, colors,
+                rf"{label} ($\tau$)", fig_dir / "performance_profiles")
     if poi:
-        rel(figures.probability_of_improvement(poi, colors, fig_dir / "probability_of_improvement"),
-            "probability of improvement")
+        pool.submit("probability of improvement", figures.probability_of_improvement, poi, colors,
+                    fig_dir / "probability_of_improvement")
     for task, panels in curves.items():
-        rel(figures.sample_efficiency(task, panels, colors, f"IQM {label.lower()}",
-                                      fig_dir / f"sample_efficiency_{_slug(task)}"),
-            f"sample-efficiency curves on {task}")
-    for task, panels in seed_panels.items():
-        rel(figures.seed_curves(f"{task}: every seed", panels, colors, label,
-                                fig_dir / f"seed_curves_{_slug(task)}"),
-            f"learning curve of every seed on {task} (online algorithms)")
+        pool.submit(f"sample-efficiency curves on {task}", figures.sample_efficiency, task, panels,
+                    colors, f"IQM {label.lower()}", fig_dir / f"sample_efficiency_{_slug(task)}")
     demo_panels = [{"title": "all tasks (IQM)", "ylabel": f"IQM {label.lower()}",
                     "series": {v: _series([(n, agg_demos[v][n]["estimates"]["IQM"])
                                            for n in demo_counts if n in agg_demos[v]])
@@ -396,8 +458,8 @@ def _figures(fig_dir, rel, variants, colors, names, label, agg, agg_demos, demo_
             if pts:
                 series[v] = _series(sorted(pts))
         demo_panels.append({"title": f"{t} (mean)", "ylabel": f"mean {label.lower()}", "series": series})
-    rel(figures.score_vs_demos(demo_panels, colors, fig_dir / "score_vs_demos"),
-        "final score against the number of demos")
+    pool.submit("final score against the number of demos", figures.score_vs_demos, demo_panels,
+                colors, fig_dir / "score_vs_demos")
 
 
 def _series(points):
@@ -407,26 +469,87 @@ def _series(points):
             np.array([p[1][1] for p in points]), np.array([p[1][2] for p in points]))
 
 
-def _curves(df, finals, variants, metric, reps, seed) -> dict[str, list[dict]]:
+# -- runs in progress (--include-running) --------------------------------------------------------
+
+def _running_runs(rows: pd.DataFrame | None, finals: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The evaluation rows so far of the runs in progress that have a value of ``metric``, with
+    ``_variant`` and ``task_label`` (a task's label as for finished runs; a demo source that no
+    finished run of the task used is named in it)."""
+    cols = ["run_dir", "_variant", "task_label", "n_demos", "seed", "env_steps", "grad_steps",
+            "eval_index", metric]
+    if rows is None or not len(rows) or metric not in rows.columns:
+        return pd.DataFrame(columns=cols)
+    rows = rows.copy()
+    rows[metric] = pd.to_numeric(rows[metric], errors="coerce")
+    has = rows.groupby("run_dir")[metric].transform(lambda s: s.notna().any())
+    rows = rows[has.astype(bool)]
+    sources = finals.groupby("task")["demo_source"].agg(lambda s: set(s))
+
+    def task_label(task, source):
+        known = sources.get(task, set())
+        if len(known) > 1 or (known and source not in known):
+            return f"{task} [{source or 'default'}]"
+        return task
+    rows["task_label"] = [task_label(t, s) for t, s in zip(rows["task"], rows["demo_source"])]
+    rows["_variant"] = rows["variant"]
+    return rows[cols].sort_values(["run_dir", "eval_index"]).reset_index(drop=True)
+
+
+def _running_summary(running: pd.DataFrame, metric: str) -> list[dict]:
+    out = []
+    for run_dir, g in running.groupby("run_dir", sort=True):
+        last = g.iloc[-1]
+        out.append({"run_dir": run_dir, "variant": last["_variant"], "task": last["task_label"],
+                    "n_demos": int(last["n_demos"]), "seed": int(last["seed"]),
+                    "evaluations": int(len(g)), "env_steps": int(last["env_steps"]),
+                    "grad_steps": int(last["grad_steps"]), metric: _num(last[metric])})
+    return out
+
+
+def _running_note(info: dict, drawn: list, curves: dict) -> str:
+    skipped = sum(len(p.get("running_skipped", [])) for panels in curves.values() for p in panels)
+    note = (f"{len(drawn)} runs in progress are drawn as partial curves (dotted lines labelled "
+            "'in progress') in the sample-efficiency and seed-curve figures; they enter no "
+            "table, aggregate or interval.")
+    if skipped:
+        note += (f" {skipped} runs in progress never step the environment and are not drawn, "
+                 "as their panels' x axis is env steps.")
+    waiting = info["in_progress"] - len(drawn) - skipped
+    if waiting:
+        note += f" {waiting} runs in progress have no evaluation of the metric yet."
+    return note
+
+
+# -- curves ---------------------------------------------------------------------------------------
+
+def _curves(df, finals, variants, metric, reps, seed, bar=None,
+            running: pd.DataFrame | None = None) -> dict[str, list[dict]]:
     """{task label: [panel per demo count]} for figures.sample_efficiency."""
     rows = df[df["run_dir"].isin(set(finals["run_dir"]))].merge(
         finals[["run_dir", "variant", "task_label", "setting", "score"]].rename(
             columns={"variant": "_variant"}), on="run_dir")
+    if running is None:
+        running = pd.DataFrame(columns=["run_dir", "_variant", "task_label", "n_demos",
+                                        "env_steps", "grad_steps", "eval_index", metric])
     out: dict[str, list[dict]] = {}
-    for task in sorted(rows["task_label"].unique()):
+    for task in sorted(set(rows["task_label"]) | set(running["task_label"])):
         panels = []
         trows = rows[rows["task_label"] == task]
-        for n in sorted(trows["n_demos"].unique()):
+        rtask = running[running["task_label"] == task]
+        for n in sorted(set(trows["n_demos"]) | set(rtask["n_demos"])):
             prow = trows[trows["n_demos"] == n]
+            rrow = rtask[rtask["n_demos"] == n]
             present = [v for v in variants if v in set(prow["_variant"])]
             online = {v for v in present if (prow[prow["_variant"] == v]["env_steps"] > 0).any()}
-            axis = "env_steps" if online else "grad_steps"
+            axis = "env_steps" if online or (rrow["env_steps"] > 0).any() else "grad_steps"
             panel = {"title": f"{int(n)} demos", "xlabel": axis.replace("_", " "),
                      "curves": {}, "lines": {}}
             for v in present:
                 vrows = prow[prow["_variant"] == v]
                 setting = vrows["setting"].iloc[0]
                 label = f"curve/{v}/{setting}"
+                if bar is not None:
+                    bar.step(f"curve {v} {setting}")
                 if axis == "env_steps" and v not in online:
                     finals_v = finals[(finals["variant"] == v) & (finals["setting"] == setting)]
                     panel["lines"][v] = stats.iqm_interval(finals_v["score"].to_numpy(), reps,
@@ -438,32 +561,65 @@ def _curves(df, finals, variants, metric, reps, seed) -> dict[str, list[dict]]:
                 x = np.median(np.stack([g[axis].to_numpy(dtype=float)[:k] for g in runs]), axis=0)
                 point, ci = stats.curve(values, reps, seed, label)
                 panel["curves"][v] = (x, point, ci[0].ravel(), ci[1].ravel())
+            if len(rrow):
+                panel["running"], panel["running_dirs"], panel["running_skipped"] = {}, [], []
+                order = {v: i for i, v in enumerate(variants)}
+                for v in sorted(set(rrow["_variant"]), key=lambda v: (order.get(v, len(order)), v)):
+                    g = rrow[rrow["_variant"] == v]
+                    partial = []
+                    for run_dir, r in g.groupby("run_dir", sort=True):
+                        if axis == "env_steps" and not (r["env_steps"] > 0).any():
+                            panel["running_skipped"].append(run_dir)
+                            continue
+                        partial.append((r[axis].to_numpy(dtype=float),
+                                        r[metric].to_numpy(dtype=float)))
+                        panel["running_dirs"].append(run_dir)
+                    if partial:
+                        panel["running"][v] = partial
             panels.append(panel)
         out[task] = panels
     return out
 
 
-def _seed_panels(df, finals, variants, metric) -> dict[str, list[dict]]:
-    """{task label: [panel per (online algorithm, demo count)]} for figures.seed_curves."""
+def _seed_panels(df, finals, variants, metric,
+                 running: pd.DataFrame | None = None) -> dict[str, list[dict]]:
+    """{task label: [panel per (online algorithm, demo count)]} for figures.seed_curves; runs in
+    progress (``running``, see ``_running_runs``) go into a panel's ``running`` seeds."""
     rows = df[df["run_dir"].isin(set(finals["run_dir"]))].merge(
         finals[["run_dir", "variant", "task_label"]].rename(columns={"variant": "_variant"}),
         on="run_dir")
+    if running is None:
+        running = pd.DataFrame(columns=["run_dir", "_variant", "task_label", "n_demos", "seed",
+                                        "env_steps", "eval_index", metric])
     out: dict[str, list[dict]] = {}
-    for task in sorted(rows["task_label"].unique()):
+    for task in sorted(set(rows["task_label"]) | set(running["task_label"])):
         trows = rows[rows["task_label"] == task]
+        rtask = running[running["task_label"] == task]
         panels = []
         for v in variants:
-            for n in sorted(trows.loc[trows["_variant"] == v, "n_demos"].unique()):
+            ns = set(trows.loc[trows["_variant"] == v, "n_demos"])
+            ns |= set(rtask.loc[rtask["_variant"] == v, "n_demos"])
+            for n in sorted(ns):
                 prow = trows[(trows["_variant"] == v) & (trows["n_demos"] == n)]
-                if not (prow["env_steps"] > 0).any():
+                rrow = rtask[(rtask["_variant"] == v) & (rtask["n_demos"] == n)]
+                seeds, partial = {}, {}
+                if (prow["env_steps"] > 0).any():
+                    for _, g in prow.groupby("run_dir"):
+                        g = g.sort_values("eval_index")
+                        seeds[g["seed"].iloc[0]] = (g["env_steps"].to_numpy(float),
+                                                    g[metric].to_numpy(float))
+                for _, g in rrow.groupby("run_dir"):
+                    if (g["env_steps"] > 0).any():
+                        g = g.sort_values("eval_index")
+                        partial[int(g["seed"].iloc[0])] = (g["env_steps"].to_numpy(float),
+                                                           g[metric].to_numpy(float))
+                if not seeds and not partial:
                     continue  # offline: no environment-step axis
-                seeds = {}
-                for _, g in prow.groupby("run_dir"):
-                    g = g.sort_values("eval_index")
-                    seeds[g["seed"].iloc[0]] = (g["env_steps"].to_numpy(float),
-                                                g[metric].to_numpy(float))
-                panels.append({"title": f"{v}, {int(n)} demos", "name": v,
-                               "xlabel": "env steps", "seeds": seeds})
+                panel = {"title": f"{v}, {int(n)} demos", "name": v, "xlabel": "env steps",
+                         "seeds": seeds}
+                if partial:
+                    panel["running"] = partial
+                panels.append(panel)
         if panels:
             out[task] = panels
     return out
@@ -491,7 +647,10 @@ def _readme(summary: dict, files: dict[str, str]) -> str:
         "# cmil-bench report", "",
         f"Metric: `{summary['metric']}` (final score = mean of the last {summary['last_k']} "
         f"evaluation(s) of a run). Runs root: `{summary['runs_root']}`.", "",
-        f"Runs: {r['finished']} finished, {r['in_progress_ignored']} in progress (ignored), "
+        f"Runs: {r['finished']} finished, "
+        + (f"{r['in_progress_drawn']} in progress (drawn as partial curves, in no table), "
+           if "in_progress_drawn" in r else "")
+        + f"{r['in_progress_ignored']} in progress (ignored), "
         f"{len(r['skipped'])} skipped as unreadable or duplicate, {r['used']} used.", "",
         f"Algorithms: {', '.join(summary['algorithms'])}. Tasks: {', '.join(summary['tasks'])}. "
         f"Demo counts: {', '.join(map(str, summary['demo_counts']))}.", "",
@@ -530,14 +689,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-figures", action="store_true", help="tables and summary only")
     parser.add_argument("--manifest", help="file listing the run folders to use, one per line "
                         "(default: every run under --runs)")
+    parser.add_argument("--include-running", action="store_true",
+                        help="also draw the runs in progress (their progress.csv so far) as "
+                             "partial curves, marked 'in progress', in the sample-efficiency and "
+                             "seed-curve figures; tables stay finished-only")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="processes drawing figures (default: the CPUs available)")
+    parser.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                        help="progress bar on stderr (auto: only on a terminal)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     summary = report(args.runs, args.out, metric=args.metric, reps=args.reps, seed=args.seed,
                      last_k=args.last_k, figures_too=not getattr(args, "no_figures", False),
-                     manifest=getattr(args, "manifest", None))
+                     manifest=getattr(args, "manifest", None),
+                     include_running=getattr(args, "include_running", False),
+                     jobs=getattr(args, "jobs", None),
+                     progress={"auto": None, "on": True, "off": False}[
+                         getattr(args, "progress", "auto")])
     r = summary["runs"]
-    print(f"report: {r['used']} finished runs used ({r['in_progress_ignored']} in progress "
+    drawn = (f"{r['in_progress_drawn']} in progress drawn as partial curves, "
+             if "in_progress_drawn" in r else "")
+    print(f"report: {r['used']} finished runs used ({drawn}{r['in_progress_ignored']} in progress "
           f"ignored, {len(r['skipped'])} skipped), {len(summary['algorithms'])} algorithms, "
           f"{len(summary['tasks'])} tasks, {summary['seconds']} s -> {Path(args.out) / 'README.md'}")
     for v in summary["algorithms"]:

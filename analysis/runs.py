@@ -3,11 +3,19 @@
 A run folder is ``{runs_root}/{algo}/{task}/d{n_demos}/s{seed}/``. The run loop writes
 ``metrics.csv`` once, when the run completes; until then the folder holds only ``config.json``,
 ``progress.csv`` and ``checkpoint.pt``. Only folders with ``metrics.csv`` count as finished; the
-others are counted as in progress and ignored.
+others are counted as in progress and ignored (``load_runs(include_running=True)`` also returns
+their progress.csv rows, for partial curves).
+
+Speed: a sweep has thousands of small CSV files. Files with the same header are joined and
+parsed by one ``pandas.read_csv`` call, and the per-run checks run once on the joined frame;
+the result (rows, dtypes, skip reasons) is that of reading each file on its own, which is what
+a file that is not plain CSV (quotes, blank lines...) still gets.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
 from pathlib import Path
 
@@ -18,7 +26,8 @@ from cmil_bench.errors import UserError
 
 # Files that mark a folder as a run folder (finished or not).
 FINISHED_FILE = "metrics.csv"
-IN_PROGRESS_FILES = ("progress.csv", "checkpoint.pt", "config.json")
+PROGRESS_FILE = "progress.csv"
+IN_PROGRESS_FILES = (PROGRESS_FILE, "checkpoint.pt", "config.json")
 
 # What identifies one run; a second folder with the same identity is skipped as a duplicate.
 IDENTITY = ("variant", "task", "n_demos", "demo_source", "seed")
@@ -49,36 +58,122 @@ def _blank(series: pd.Series) -> pd.Series:
     return series.isna() | (series.astype(str).str.strip() == "")
 
 
-def _read_metrics(run_dir: Path, root: Path) -> pd.DataFrame:
-    """One finished run's rows, identity columns filled in; ValueError says why it is unusable."""
-    path = run_dir / FINISHED_FILE
+def _read_one(path: Path) -> pd.DataFrame:
+    """One CSV file; ValueError (the reason a run is skipped) when it is unusable."""
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError:
-        raise ValueError("metrics.csv is empty") from None
+        raise ValueError(f"{path.name} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise ValueError(f"metrics.csv cannot be parsed: {e}") from None
+        raise ValueError(f"{path.name} cannot be parsed: {e}") from None
     if len(df) == 0:
-        raise ValueError("metrics.csv has no evaluation rows")
+        raise ValueError(f"{path.name} has no evaluation rows")
+    return df
+
+
+def _plain_lines(path: Path) -> list[str] | None:
+    """The lines of a CSV file that pandas reads line by line (no quotes, no blank or odd
+    lines, at least one row after the header), else None (read it on its own)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text or '"' in text or "\r" in text or text.startswith("\ufeff"):
+        return None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if len(lines) < 2 or any(not ln.strip() for ln in lines):
+        return None
+    return lines
+
+
+def _read_tables(paths: list[Path], skip: set[int] = frozenset()
+                 ) -> tuple[pd.DataFrame, dict[int, str], dict[int, tuple]]:
+    """Every file of ``paths`` in one frame with column ``_run`` (the file's position), the
+    reasons of the files that cannot be read ({position: reason}) and the columns of each
+    file's header ({position: names}). Positions in ``skip`` are not read.
+
+    Reading 2,000 small files one by one costs pandas' per-call overhead 2,000 times; files
+    that share a header are joined and parsed in one call instead, and each row keeps the
+    position of its file. A file that is not plain (quotes, blank lines, not UTF-8...) or a
+    group that does not parse to the expected rows is read file by file, which gives the same
+    frame (and the error message of its own file).
+    """
+    groups: dict[str, list[tuple[int, list[str]]]] = {}
+    alone: list[int] = []
+    for i, path in enumerate(paths):
+        if i in skip:
+            continue
+        lines = _plain_lines(path)
+        if lines is None:
+            alone.append(i)
+        else:
+            groups.setdefault(lines[0], []).append((i, lines[1:]))
+    frames: list[pd.DataFrame] = []
+    columns: dict[int, tuple] = {}
+    for header, members in groups.items():
+        text = "\n".join([header, *(ln for _, body in members for ln in body)]) + "\n"
+        counts = [len(body) for _, body in members]
+        try:
+            df = pd.read_csv(io.StringIO(text), low_memory=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
+            df = None
+        if df is None or len(df) != sum(counts):
+            alone += [i for i, _ in members]
+            continue
+        columns.update({i: tuple(df.columns) for i, _ in members})
+        df["_run"] = np.repeat([i for i, _ in members], counts)
+        frames.append(df)
+    errors: dict[int, str] = {}
+    for i in sorted(alone):
+        try:
+            df = _read_one(paths[i])
+        except ValueError as e:
+            errors[i] = str(e)
+            continue
+        columns[i] = tuple(df.columns)
+        df["_run"] = i
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame({"_run": pd.Series(dtype=int)}), errors, columns
+    return pd.concat(frames, ignore_index=True, sort=False), errors, columns
+
+
+def _tidy(df: pd.DataFrame, run_dirs: list[Path], root: Path, errors: dict[int, str],
+          columns: dict[int, tuple], name: str) -> pd.DataFrame:
+    """Identity columns filled in and checked, rows in step order, ``eval_index`` added; the
+    rows of a run that fails a check are dropped and its reason added to ``errors``."""
+    def fail(mask_runs, reason):
+        for r in mask_runs:
+            errors.setdefault(int(r), reason(int(r)) if callable(reason) else reason)
+
     for col in REQUIRED_STEPS:
+        fail([r for r, cols in columns.items() if col not in cols], f"{name} has no column {col!r}")
         if col not in df.columns:
-            raise ValueError(f"metrics.csv has no column {col!r}")
-    from_path = _identity_from_path(run_dir, root)
+            df[col] = np.nan
+    # A column missing from a file's header is NaN in its rows of the joined frame: blank, as
+    # it is when the file is read on its own.
+    paths_id = {i: _identity_from_path(run_dirs[i], root) for i in df["_run"].unique()}
     for col in ("algo", "task", "n_demos", "seed"):
         if col not in df.columns:
             df[col] = np.nan
         missing = _blank(df[col])
         if missing.any():
-            if col not in from_path:
-                raise ValueError(f"column {col!r} is missing and the folder is not "
-                                 "{algo}/{task}/d{N}/s{S}")
+            runs = df.loc[missing, "_run"].unique()
+            bad = [r for r in runs if col not in paths_id[r]]
+            fail(bad, f"column {col!r} is missing and the folder is not {{algo}}/{{task}}/d{{N}}/s{{S}}")
+            fill = df.loc[missing, "_run"].map(lambda r, col=col: paths_id[r].get(col, np.nan))
             df[col] = df[col].astype(object)
-            df.loc[missing, col] = from_path[col]
+            df.loc[missing, col] = fill
     for col in ("n_demos", "seed"):
         values = pd.to_numeric(df[col], errors="coerce")
-        if values.isna().any():
-            raise ValueError(f"column {col!r} is not an integer: {df[col].iloc[0]!r}")
-        df[col] = values.astype(int)
+        bad_rows = values.isna()
+        if bad_rows.any():
+            first = df.groupby("_run", sort=False)[col].first()
+            fail(df.loc[bad_rows, "_run"].unique(),
+                 lambda r, col=col, first=first: f"column {col!r} is not an integer: {first[r]!r}")
+        df[col] = values.fillna(-1).astype(int)
     for col in ("algo", "task"):
         df[col] = df[col].astype(str)
     if "variant" not in df.columns:
@@ -92,15 +187,40 @@ def _read_metrics(run_dir: Path, root: Path) -> pd.DataFrame:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     for col in REQUIRED_STEPS:
         if df[col].isna().any():
-            raise ValueError(f"column {col!r} has missing or non-numeric values")
+            fail(df.loc[df[col].isna(), "_run"].unique(),
+                 f"column {col!r} has missing or non-numeric values")
+    counts = df.groupby("_run", sort=False)[list(IDENTITY)].nunique()
     for col in IDENTITY:
-        if df[col].nunique() > 1:
-            raise ValueError(f"column {col!r} takes several values in one run: "
-                             f"{sorted(map(str, df[col].unique()))}")
+        several = counts.index[counts[col] > 1]
+        for r in several:
+            vals = df.loc[df["_run"] == r, col].unique()
+            fail([r], f"column {col!r} takes several values in one run: {sorted(map(str, vals))}")
+    if errors:
+        df = df[~df["_run"].isin(list(errors))]
     # Evaluation order: by environment steps, then gradient steps, file order among equals.
-    df = df.sort_values(["env_steps", "grad_steps"], kind="stable").reset_index(drop=True)
-    df["eval_index"] = np.arange(len(df))
+    df = df.sort_values(["_run", "env_steps", "grad_steps"], kind="stable").reset_index(drop=True)
+    df["eval_index"] = df.groupby("_run", sort=False).cumcount()
     return df
+
+
+def read_run_tables(run_dirs: list[Path], root: Path, name: str = FINISHED_FILE
+                    ) -> tuple[pd.DataFrame, dict[int, str]]:
+    """``name`` (metrics.csv, or progress.csv of runs in progress) of every folder in
+    ``run_dirs``, tidied: ``(rows with column _run = position in run_dirs, {position: reason
+    the folder is skipped})``."""
+    paths = [Path(d) / name for d in run_dirs]
+    df, errors, columns = _read_tables(paths)
+    if not len(df):
+        return df, errors
+    unread = set(errors)
+    df = _tidy(df, list(map(Path, run_dirs)), Path(root), errors, columns, name)
+    if set(errors) - unread:
+        # A run that failed a check may have changed the joined column types of the others
+        # (a text value in a number column): read the rest again without it.
+        df, _, columns = _read_tables(paths, skip=set(errors))
+        if len(df):
+            df = _tidy(df, list(map(Path, run_dirs)), Path(root), errors, columns, name)
+    return df, errors
 
 
 def read_manifest(path: str | Path) -> list[Path]:
@@ -112,7 +232,20 @@ def read_manifest(path: str | Path) -> list[Path]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def load_runs(root: str | Path, only: list[str | Path] | None = None) -> tuple[pd.DataFrame, dict]:
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every folder under ``root`` holding a run's file (finished or not), sorted."""
+    markers = {FINISHED_FILE, *IN_PROGRESS_FILES}
+    found = set()
+    for dirpath, _dirs, files in os.walk(root):
+        if markers.intersection(files):
+            d = Path(dirpath)
+            if any((d / f).is_file() for f in markers.intersection(files)):
+                found.add(d)
+    return sorted(found)
+
+
+def load_runs(root: str | Path, only: list[str | Path] | None = None,
+              include_running: bool = False) -> tuple[pd.DataFrame, dict]:
     """Every evaluation row of every finished run under ``root``, plus what was left out.
 
     Returns ``(df, info)``. ``df`` has the columns of the metrics files plus ``run_dir`` (the run
@@ -123,44 +256,56 @@ def load_runs(root: str | Path, only: list[str | Path] | None = None) -> tuple[p
     or duplicate finished runs are skipped. An empty result is not an error here.
     ``only``: restrict to these run folders (a sweep's manifest), so that stale runs of another
     configuration under the same root are not mixed in.
+    ``include_running``: also return, as ``info["running"]``, the rows so far (progress.csv) of
+    the runs in progress, in the same layout (runs without an evaluation yet are left out).
     """
     root = Path(root)
     if not root.exists():
         raise UserError(f"runs folder {str(root)!r} does not exist")
     if not root.is_dir():
         raise UserError(f"runs folder {str(root)!r} is not a folder")
-    markers = {FINISHED_FILE, *IN_PROGRESS_FILES}
-    run_dirs = sorted({p.parent for p in root.rglob("*") if p.name in markers and p.is_file()})
+    run_dirs = find_run_dirs(root)
     if only is not None:
         wanted = {Path(d).resolve() for d in only}
         run_dirs = [d for d in run_dirs if d.resolve() in wanted]
-    frames, skipped, in_progress = [], [], []
-    seen: dict[tuple, str] = {}
-    for run_dir in run_dirs:
-        if not (run_dir / FINISHED_FILE).is_file():
-            in_progress.append(str(run_dir))
-            continue
-        try:
-            df = _read_metrics(run_dir, root)
-        except ValueError as e:
-            skipped.append({"run_dir": str(run_dir), "reason": str(e)})
-            continue
-        key = tuple(df[col].iloc[0] for col in IDENTITY)
-        if key in seen:
-            skipped.append({"run_dir": str(run_dir),
-                            "reason": f"duplicate of {seen[key]} (same {', '.join(IDENTITY)})"})
-            continue
-        seen[key] = str(run_dir)
-        df.insert(0, "run_dir", str(run_dir))
-        frames.append(df)
-    info = {"finished": len(frames), "in_progress": len(in_progress), "skipped": skipped,
+    finished = [d for d in run_dirs if (d / FINISHED_FILE).is_file()]
+    in_progress = [str(d) for d in run_dirs if not (d / FINISHED_FILE).is_file()]
+    df, errors = read_run_tables(finished, root)
+    skipped = [{"run_dir": str(finished[i]), "reason": r} for i, r in sorted(errors.items())]
+    # Duplicates: the first folder (in path order) of an identity is kept.
+    keep: list[int] = []
+    if len(df):
+        firsts = df.groupby("_run", sort=True)[list(IDENTITY)].first()
+        seen: dict[tuple, str] = {}
+        for r, key in zip(firsts.index, firsts.itertuples(index=False, name=None)):
+            if key in seen:
+                skipped.append({"run_dir": str(finished[r]), "reason":
+                                f"duplicate of {seen[key]} (same {', '.join(IDENTITY)})"})
+                continue
+            seen[key] = str(finished[r])
+            keep.append(int(r))
+        skipped.sort(key=lambda s: s["run_dir"])
+    info = {"finished": len(keep), "in_progress": len(in_progress), "skipped": skipped,
             "in_progress_dirs": in_progress}
-    if frames:
-        out = pd.concat(frames, ignore_index=True, sort=False)
-    else:
-        out = pd.DataFrame(columns=["run_dir", "algo", "variant", "task", "n_demos", "demo_source",
-                                    "seed", *NUMERIC_COLUMNS, "eval_index"])
-    return out, info
+    if include_running:
+        running = [Path(d) for d in in_progress if (Path(d) / PROGRESS_FILE).is_file()]
+        rdf, _ = read_run_tables(running, root, PROGRESS_FILE)
+        info["running"] = _finish_frame(rdf, running, None)
+    return _finish_frame(df, finished, keep), info
+
+
+def _finish_frame(df: pd.DataFrame, run_dirs: list[Path], keep: list[int] | None) -> pd.DataFrame:
+    """``_run`` replaced by ``run_dir`` (first column); only the runs in ``keep`` (None: all)."""
+    if not len(df):
+        return pd.DataFrame(columns=["run_dir", "algo", "variant", "task", "n_demos",
+                                     "demo_source", "seed", *NUMERIC_COLUMNS, "eval_index"])
+    if keep is not None:
+        df = df[df["_run"].isin(keep)]
+    names = np.array([str(d) for d in run_dirs], dtype=object)
+    df = df.drop(columns="_run").assign(_dir=names[df["_run"].to_numpy()])
+    df = df.rename(columns={"_dir": "run_dir"})
+    cols = ["run_dir", *[c for c in df.columns if c != "run_dir"]]
+    return df[cols].reset_index(drop=True)
 
 
 def final_scores(df: pd.DataFrame, metric: str = "norm_score", last_k: int = 1) -> pd.DataFrame:

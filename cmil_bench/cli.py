@@ -1,4 +1,4 @@
-"""The ``cmil-bench`` command line: demos, run, evaluate, report, list."""
+"""The ``cmil-bench`` command line: demos, run, evaluate, report, status, list."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ EPILOG = """examples:
   cmil-bench run --algo bc --task pointmaze-umaze --demos 10 --seed 0 --out results/runs/x
   cmil-bench evaluate results/runs/dac/fetch-push/d10/s0 --episodes 200
   cmil-bench report --runs results/runs --out results/report
+  cmil-bench status results
 """
 
 
@@ -93,6 +94,18 @@ def _add_report(sub) -> None:
     add_arguments(p)
 
 
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="one table of a sweep: finished, in progress, failed, "
+                                      "not started runs per algorithm and task",
+                       description="Read a sweep's results folder (runs/ and logs/runs/) and print, "
+                                   "per algorithm and task, how many runs finished, are in progress, "
+                                   "failed and have not started, then one line per run in progress "
+                                   "(last evaluation, time since its checkpoint) and per failed run "
+                                   "(the last line of its log). See analysis/status.py for the rules.")
+    from analysis.status import add_arguments
+    add_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cmil-bench", description="CMIL and imitation-learning baselines under one harness.",
@@ -102,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_evaluate(sub)
     _add_report(sub)
+    _add_status(sub)
     sub.add_parser("list", help="list tasks and algorithms",
                    description="List the registered tasks (with mode and env id) and algorithms.")
     return parser
@@ -225,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
+        if args.command == "status":
+            from analysis.status import run_from_args as status_from_args
+            return status_from_args(args)
         if args.command == "report":
             from analysis.report import run_from_args
             return run_from_args(args) or 0

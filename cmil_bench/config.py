@@ -197,13 +197,60 @@ def build_config(cfg_cls, presets: dict[str, dict] | None, preset: str | list[st
 
 
 def validate(cfg, algo: str = "") -> None:
-    """Generic sanity checks: budgets and sizes must be positive, probabilities in [0, 1]."""
+    """Generic checks of every field, by name and type, before anything is written.
+
+    Rules (a sequence value, e.g. ``hidden=(256, 256)``, is checked element by element):
+
+    * every float is finite (no NaN, no +-inf);
+    * learning rates, ``lr`` and ``*_lr``: > 0;
+    * sizes: ``hidden``, ``deter``, ``stoch``, ``seq_len``, ``horizon`` and the names ending in
+      ``_hidden``, ``_layers``, ``batch_size``, ``_batch``, ``depth``, ``_dim``, ``_size``,
+      ``_kernels`` or starting with ``n_`` / ``num_``: > 0;
+    * budgets: ``total_steps`` (and the older ``grad_steps`` / ``env_steps``), ``torch_threads``
+      and every ``*_every``: > 0; ``eval_episodes`` >= 0 (0: the task's default);
+    * counts that may be zero (``*_steps``, ``*_starts``, ``*_delay``, ``*_iters``, ``*_epochs``,
+      ``*_batches``, ``*_n``): >= 0;
+    * discounts and mixing weights (``discount``, ``gamma``, ``lam``, ``gae_lambda``,
+      ``kl_balance``, ``tau``, ``demo_ratio``, ``eval_ema_tau``): in [0, 1].
+
+    Then the algorithm's own ``__post_validate__`` (choices, cross-field rules). Every failure is
+    a UserError naming the key, the algorithm and the value.
+    """
+    import math
+
+    def numbers(v):
+        items = v if isinstance(v, (list, tuple)) else (v,)
+        return [x for x in items if isinstance(x, (int, float)) and not isinstance(x, bool)]
+
+    def fail(name, what, v):
+        raise UserError(f"config key {name!r} for {algo!r} must be {what}, got {v!r}")
+
+    size_ends = ("_hidden", "_layers", "batch_size", "_batch", "depth", "_dim", "_size",
+                 "_kernels")
+    zero_ok_ends = ("_steps", "_starts", "_delay", "_iters", "_epochs", "_batches", "_n")
+    unit = ("discount", "gamma", "lam", "gae_lambda", "kl_balance", "tau", "demo_ratio",
+            "eval_ema_tau")
     for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.name in ("eval_every", "torch_threads") and (not isinstance(v, int) or v <= 0):
-            raise UserError(f"config key {f.name!r} for {algo!r} must be a positive integer, got {v!r}")
-        if f.name == "eval_episodes" and v < 0:
-            raise UserError(f"config key 'eval_episodes' for {algo!r} must be >= 0, got {v!r}")
+        name, v = f.name, getattr(cfg, f.name)
+        nums = numbers(v)
+        if any(isinstance(x, float) and not math.isfinite(x) for x in nums):
+            fail(name, "a finite number", v)
+        if name == "lr" or name.endswith("_lr"):
+            if any(x <= 0 for x in nums):
+                fail(name, "a positive learning rate", v)
+        elif (name in ("hidden", "deter", "stoch", "seq_len", "horizon")
+              or name.endswith(size_ends) or name.startswith(("n_", "num_"))):
+            if any(x <= 0 for x in nums):
+                fail(name, "a positive size", v)
+        elif name in ("total_steps", "grad_steps", "env_steps", "torch_threads") or name.endswith("_every"):
+            if any(x <= 0 for x in nums):
+                fail(name, "a positive budget" if name != "torch_threads" else "a positive integer", v)
+        elif name == "eval_episodes" or name.endswith(zero_ok_ends):
+            if any(x < 0 for x in nums):
+                fail(name, ">= 0", v)
+        elif name in unit:
+            if any(not 0 <= x <= 1 for x in nums):
+                fail(name, "in [0, 1]", v)
     if hasattr(cfg, "__post_validate__"):
         cfg.__post_validate__()
 

@@ -153,7 +153,7 @@ class Run:
 
     def __init__(self, *, algo: str, variant: str, task, cfg, demoset, demos, seed: int,
                  out: Path, device: torch.device, show_progress: bool | None = None,
-                 config_record: dict | None = None):
+                 config_record: dict | None = None, spaces: tuple | None = None):
         from envs.registry import make_env  # local: keeps `cmil-bench --help` fast
 
         self._make_env = make_env
@@ -177,10 +177,9 @@ class Run:
         self._config_hash = hashlib.sha256(
             json.dumps(self._record.get("identity", {}), sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
-        probe = self.make_env()
-        self.observation_space = probe.observation_space
-        self.action_space = probe.action_space
-        probe.close()
+        if spaces is None:  # execute() probes them before the run folder is made
+            spaces = task_spaces(task, make_env)
+        self.observation_space, self.action_space = spaces
         low, high = self.action_space.low, self.action_space.high
         if not (np.allclose(low, -1) and np.allclose(high, 1)):
             raise UserError(f"task {task.name!r}: actions must lie in [-1, 1], got {low}..{high}")
@@ -370,6 +369,104 @@ class Run:
         return path
 
 
+# -- checks before anything is written -----------------------------------------------------------
+
+_IDENTITY_KEYS = ("algo", "variant", "task", "n_demos", "demo_source", "seed")
+_ABSENT = object()
+
+
+def _plain(value):
+    """``value`` as config.json stores it (tuples become lists, other objects strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def identity_differences(recorded: dict, requested: dict) -> list[tuple[str, Any, Any]]:
+    """``[(key, recorded value, requested value)]`` for every identity key that differs between
+    a folder's config.json and a request; the resolved config is compared key by key (as
+    ``config.KEY``), whatever its keys are."""
+    diffs = []
+    for key in _IDENTITY_KEYS:
+        have, want = recorded.get(key, _ABSENT), requested[key]
+        if have is _ABSENT or _plain(have) != _plain(want):
+            diffs.append((key, have, want))
+    have_cfg, want_cfg = recorded.get("config", _ABSENT), _plain(requested["config"])
+    if not isinstance(have_cfg, dict):
+        diffs.append(("config", have_cfg, want_cfg))
+        return diffs
+    for key in sorted(set(have_cfg) | set(want_cfg)):
+        have, want = have_cfg.get(key, _ABSENT), want_cfg.get(key, _ABSENT)
+        if have is _ABSENT or want is _ABSENT or _plain(have) != want:
+            diffs.append((f"config.{key}", have, want))
+    return diffs
+
+
+def _short(value) -> str:
+    if value is _ABSENT:
+        return "absent"
+    text = json.dumps(_plain(value)) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_folder_identity(out: Path, requested: dict) -> None:
+    """UserError when ``out/config.json`` records a run other than ``requested`` (the dict of
+    ``_identity``); nothing to check when the folder or its config.json does not exist."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(recorded, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise UserError(f"run folder {str(out)!r} has an unreadable config.json ({e}); pass "
+                        "--force to start it clean, or choose another --out") from None
+    diffs = identity_differences(recorded, requested)
+    if not diffs:
+        return
+    if any(k == "algo" for k, _, _ in diffs):  # another algorithm: its whole config differs
+        diffs = [d for d in diffs if not d[0].startswith("config.")]
+        diffs.append(("config", recorded.get("config", _ABSENT), requested["config"]))
+    state = "a finished" if (Path(out) / "metrics.csv").exists() else "an unfinished"
+    shown = ", ".join(f"{k} (folder {_short(a)}, requested {_short(b)})" for k, a, b in diffs[:4])
+    more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+    raise UserError(f"run folder {str(out)!r} holds {state} run of another configuration; "
+                    f"differing keys: {shown}{more}. Choose another --out, or pass --force to "
+                    "start it clean")
+
+
+def task_spaces(spec, make_env=None) -> tuple:
+    """(observation space, action space) of the task's environment (built once and closed)."""
+    if make_env is None:
+        from envs.registry import make_env
+    probe = make_env(spec)
+    try:
+        return probe.observation_space, probe.action_space
+    finally:
+        probe.close()
+
+
+def check_demo_shapes(spec, source: str, demos, spaces: tuple) -> None:
+    """UserError naming both shapes when the demos' observations (in the task's mode) or actions
+    do not have the shapes of the task's spaces."""
+    key = "state" if spec.obs_mode == "state" else "pixels"
+    obs_shape, act_shape = tuple(spaces[0].shape), tuple(spaces[1].shape)
+    for tr in demos:
+        if key not in tr.observations:
+            raise UserError(
+                f"demo source {source!r} has no {key!r} observations "
+                f"(keys: {sorted(tr.observations)}), which task {spec.name!r} needs")
+        have = tuple(np.shape(tr.observations[key])[1:])
+        if have != obs_shape:
+            raise UserError(
+                f"demo source {source!r} does not fit task {spec.name!r}: its {key} observations "
+                f"have shape {have}, the task's have shape {obs_shape}")
+        have = tuple(np.shape(tr.actions)[1:])
+        if have != act_shape:
+            raise UserError(
+                f"demo source {source!r} does not fit task {spec.name!r}: its actions have shape "
+                f"{have}, the task's have shape {act_shape}")
+
+
 def _identity(algo, variant, task, n_demos, seed, source, cfg) -> dict:
     return {"algo": algo, "variant": variant, "task": task, "n_demos": n_demos, "seed": seed,
             "demo_source": source, "config": config_to_dict(cfg)}
@@ -381,8 +478,12 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
             show_progress: bool | None = None) -> Path:
     """Run one (algorithm, task, demo count, seed) to completion; returns the metrics.csv path.
 
-    A finished run (metrics.csv present) is left alone unless ``force``. An interrupted run of
-    the same config resumes from its checkpoint; one of another config starts clean.
+    A finished run (metrics.csv present) of the same request is left alone, and an interrupted
+    one resumes from its checkpoint. A folder whose config.json records another request
+    (algorithm, variant, task, demo count, demo source, seed or resolved config), finished or
+    not, is refused with a UserError naming the differing keys. ``force`` starts the folder
+    clean whatever it holds. Every input (config values, demo source, demo shapes against the
+    task's spaces) is checked before the folder is created or changed.
     ``preset`` names presets to overlay, left to right (``"cpu,pixels"`` or a list).
     """
     from algorithms import get_algorithm
@@ -404,33 +505,42 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"run folder {str(out)!r} exists and is not a folder")
-    metrics = out / "metrics.csv"
-    if metrics.exists() and not force:
-        return _already_complete(metrics)
-
-    # Every input is checked before the run folder is touched: bad input leaves nothing behind.
     source = demo_source or spec.demo_source
     if not source:
         raise UserError(f"task {task!r} names no demo source; pass --demo-source")
+    # A folder holds one run: another configuration's (finished or not) is refused, the same
+    # one finished is left alone, the same one unfinished resumes.
+    requested = _identity(algo, variant, task, n_demos, seed, source, cfg)
+    metrics = out / "metrics.csv"
+    if not force:
+        check_folder_identity(out, requested)
+        if metrics.exists():
+            return _already_complete(metrics)
+
+    # Every input is checked before the run folder is touched: bad input leaves nothing behind.
     demoset = load_demos(source, task=spec)
     demos = subsample(demoset, n_demos, seed)
     device = resolve_device(cfg.device)
+    spaces = task_spaces(spec)
+    check_demo_shapes(spec, demoset.source, demos, spaces)
 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create run folder {str(out)!r}: {e.strerror or e}") from None
     with RunFolderLock(out):
-        if metrics.exists() and not force:  # finished by another process while we loaded
-            return _already_complete(metrics)
-        if force:
-            for name in ("metrics.csv", "progress.csv", "checkpoint.pt"):
+        if not force:  # another process may have started or finished it while we loaded
+            check_folder_identity(out, requested)
+            if metrics.exists():
+                return _already_complete(metrics)
+        else:
+            for name in ("metrics.csv", "progress.csv", "checkpoint.pt", "config.json"):
                 (out / name).unlink(missing_ok=True)
         _remove_stale_temporaries(out)
         return _execute_locked(module, algo=algo, variant=variant, task=task, spec=spec, cfg=cfg,
                                n_demos=n_demos, seed=seed, out=out, presets=presets,
                                overrides=overrides, demoset=demoset, demos=demos,
-                               device=device, show_progress=show_progress)
+                               device=device, show_progress=show_progress, spaces=spaces)
 
 
 def _already_complete(metrics: Path) -> Path:
@@ -489,7 +599,7 @@ class RunFolderLock:
 
 
 def _execute_locked(module, *, algo, variant, task, spec, cfg, n_demos, seed, out, presets,
-                    overrides, demoset, demos, device, show_progress) -> Path:
+                    overrides, demoset, demos, device, show_progress, spaces=None) -> Path:
     from envs.datasets import describe_episode_ids
 
     torch.set_num_threads(cfg.torch_threads)
@@ -510,7 +620,7 @@ def _execute_locked(module, *, algo, variant, task, spec, cfg, n_demos, seed, ou
     }
     run = Run(algo=algo, variant=variant, task=spec, cfg=cfg, demoset=demoset, demos=demos,
               seed=seed, out=out, device=device, show_progress=show_progress,
-              config_record=record)
+              config_record=record, spaces=spaces)
     record["ref_random_return"] = run.ref_random
     record["ref_demo_return"] = run.ref_demo
     record["eval_episodes"] = run.eval_episodes

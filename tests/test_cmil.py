@@ -1,4 +1,6 @@
-"""CMIL: the conservative reward, the agent's save/load, and short runs through the harness."""
+"""CMIL: the conservative reward, the reference's details (a world model on the replay alone, the
+imagined reward on the noisy inputs, the BC start's own SGD, Keras initialisation, evaluation that
+samples), the agent's save/load, and short runs through the harness."""
 
 from __future__ import annotations
 
@@ -115,6 +117,194 @@ def test_more_disagreement_lowers_the_imagined_reward():
     assert m_spread["reward_mean"] < m_same["reward_mean"] - 1.0
 
 
+# ------------------------------------------------------------- the reference's details (issue 17)
+def test_world_model_gets_no_gradient_from_the_expert_batch():
+    """The model steps on the replay batch alone: with another expert batch the same draws give
+    the same world model, which is the model that a step on the replay batch alone gives; the
+    expert batch still reaches the discriminator."""
+    rng = np.random.default_rng(3)
+    b, e = seq_batch(rng), seq_batch(rng)
+    e_other = {**e, "obs": e["obs"] + 5.0, "action": -e["action"]}
+    torch.manual_seed(0)
+    agent = Agent((5,), 2, agent_cfg())
+    start = copy.deepcopy(agent.full_state())
+
+    def after(step):
+        agent.load_full_state(copy.deepcopy(start))
+        torch.manual_seed(1)
+        step()
+        return {k: v.clone() for k, v in agent.state_dict().items()}
+
+    grads = []
+    hooks = [p.register_hook(lambda g: grads.append(g)) for p in agent.wm.parameters()]
+    agent.load_full_state(copy.deepcopy(start))
+    agent.wm.filter(*agent.tensors(e))  # how train_step reads the expert batch
+    assert grads == []
+    for h in hooks:
+        h.remove()
+    one = after(lambda: agent.train_step(b, e))
+    other = after(lambda: agent.train_step(b, e_other))
+    alone = after(lambda: agent.wm.update(*agent.tensors(b)))
+    wm_keys = [k for k in one if k.startswith("wm.")]
+    assert wm_keys and any(not torch.equal(one[k], start["modules"][k]) for k in wm_keys)
+    for k in wm_keys:
+        assert torch.equal(one[k], other[k]), k
+        assert torch.equal(one[k], alone[k]), k
+    assert any(not torch.equal(one[k], other[k]) for k in one if k.startswith("ac.disc."))
+
+
+@pytest.mark.parametrize("w", [0.0, 10.0])
+def test_imagined_reward_is_d_on_the_noisy_inputs_it_trains_on(w, monkeypatch):
+    """One noise draw per update: the imagined reward is D on exactly the noisy pairs that the
+    discriminator then takes as negatives, minus w * u; the clean pairs would give another D."""
+    import algorithms.latent_agent as la
+
+    rng = np.random.default_rng(4)
+    b, e = seq_batch(rng), seq_batch(rng)
+    torch.manual_seed(0)
+    agent = Agent((5,), 2, agent_cfg(penalty_weight=w, horizon=3))
+    seen = {}
+    draws = []
+    disc_inputs, imagined_reward, bce = agent.disc_inputs, agent.imagined_reward, la.bce_loss
+
+    def record_draw(x):
+        out = disc_inputs(x)
+        draws.append((x.detach(), out.detach()))
+        return out
+
+    def record_reward(d_prob, u):
+        r = imagined_reward(d_prob, u)
+        seen.update(d=d_prob.detach(), u=u.detach(), r=r.detach())
+        return r
+
+    def record_bce(disc, pos, neg):
+        with torch.no_grad():  # the discriminator as the reward saw it (it steps after this)
+            seen.update(neg=neg.clone(), d_neg=torch.sigmoid(disc.net(neg).squeeze(-1)))
+        return bce(disc, pos, neg)
+
+    monkeypatch.setattr(agent, "disc_inputs", record_draw)
+    monkeypatch.setattr(agent, "imagined_reward", record_reward)
+    monkeypatch.setattr(la, "bce_loss", record_bce)
+    torch.manual_seed(1)
+    agent.train_step(b, e)
+    clean, noisy = draws[0]  # the imagined pairs, drawn once (the positives get their own draw)
+    n_pairs = clean.shape[0] * clean.shape[1]
+    assert len(draws) == 2 and clean.shape[0] == 3 and seen["neg"].shape[0] == n_pairs
+    assert 2.2 < (noisy - clean).std().item() < 2.8  # disc_noise = 2.5
+    torch.testing.assert_close(seen["neg"], noisy.reshape(n_pairs, -1), rtol=0, atol=0)
+    d_noisy = seen["d_neg"].reshape(seen["d"].shape)
+    torch.testing.assert_close(seen["d"], d_noisy, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(seen["r"], d_noisy - w * seen["u"], rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        d_clean = agent.discriminate(clean)
+    assert not torch.allclose(d_clean, seen["d"], atol=1e-3)
+
+
+def test_bc_start_steps_its_own_sgd_and_leaves_the_actors_adam_alone():
+    """The joint BC step (the default): a world-model step on the expert batch, then the actor
+    moves by exactly -2e-4 x the gradient of its NLL; the actor's Adam state stays as it was."""
+    cfg = agent_cfg()
+    assert cfg.bc_init_mode == "joint" and cfg.bc_init_lr == 2e-4
+    rng = np.random.default_rng(5)
+    torch.manual_seed(0)
+    agent = Agent((5,), 2, cfg)
+    agent.train_step(seq_batch(rng), seq_batch(rng))  # the actor's Adam has moments now
+    adam = copy.deepcopy(agent.ac.actor_opt.state_dict())
+    assert int(adam["steps"][0]) == 1
+    expert = seq_batch(rng)
+    start = copy.deepcopy(agent.full_state())
+    torch.manual_seed(2)  # expected: the same world-model step, then plain SGD by hand
+    post, _ = agent.wm.update(*agent.tensors(expert))
+    params = list(agent.ac.actor.parameters())
+    nll = agent.bc_loss(agent.wm.rssm.feat(post), agent.tensors(expert)[1])
+    grads = torch.autograd.grad(nll, params)
+    expected = [(p - 2e-4 * g).detach() for p, g in zip(params, grads)]
+    wm_expected = {k: v.clone() for k, v in agent.wm.state_dict().items()}
+    agent.load_full_state(start)
+    others = {k: v.clone() for k, v in agent.state_dict().items() if k.startswith(("ac.critic", "ac.disc"))}
+    actor_start = [p.detach().clone() for p in agent.ac.actor.parameters()]
+    torch.manual_seed(2)
+    m = agent.bc_step(expert)
+    assert torch.allclose(m["bc_loss"], nll.detach())
+    for p, q in zip(agent.ac.actor.parameters(), expected):
+        torch.testing.assert_close(p.detach(), q, rtol=0, atol=1e-7)
+    assert any(not torch.equal(p.detach(), q) for p, q in zip(agent.ac.actor.parameters(), actor_start))
+    for k, v in agent.wm.state_dict().items():
+        assert torch.equal(v, wm_expected[k]), k
+    after = agent.ac.actor_opt.state_dict()
+    for key in ("exp_avg", "exp_avg_sq", "steps"):
+        assert all(torch.equal(x, y) for x, y in zip(after[key], adam[key])), key
+    for k, v in others.items():
+        assert torch.equal(agent.state_dict()[k], v), k
+
+
+def test_layers_start_as_keras_starts_them():
+    """glorot-uniform weights (bounds from the Keras layer's fans, also where one Keras layer is
+    split in two here) and zero biases; the target critics start as copies; "torch" keeps
+    PyTorch's defaults. The glorot start puts the ensemble further apart (a larger u)."""
+    import math
+
+    torch.manual_seed(0)
+    agent = Agent((5,), 2, agent_cfg())
+    rssm, cfg = agent.wm.rssm, agent.cfg
+
+    def within(w, fan_in, fan_out):
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        return w.abs().max().item() <= bound and w.abs().max().item() > 0.8 * bound
+
+    assert within(rssm.img_a.weight, cfg.stoch + 2, cfg.hidden)  # Dense(concat(z, a)) in the reference
+    assert within(rssm.obs_e.weight, cfg.deter + 16, cfg.hidden)  # Dense(concat(h, embed))
+    assert within(rssm.cell.layer.weight, cfg.hidden + cfg.deter, 3 * cfg.deter)
+    assert within(rssm.prior.inp.weight, cfg.deter, cfg.hidden)  # one member's fans
+    assert within(agent.ac.actor.net[-1].weight, 16, 2)  # two dense heads of act_dim each
+    assert within(agent.ac.disc.net[0].weight, rssm.feat_dim + 2, 16)
+    for name, p in agent.named_parameters():
+        if name.endswith("bias") and "norm" not in name:
+            assert torch.equal(p, torch.zeros_like(p)), name
+    for x, y in zip(agent.ac.critic.parameters(), agent.ac.target_critic.parameters()):
+        assert torch.equal(x, y)
+    torch.manual_seed(0)
+    plain = Agent((5,), 2, agent_cfg(weight_init="torch"))
+    assert plain.wm.rssm.obs_e.bias.abs().sum() > 0
+    assert agent.wm.opt.weight_decay == agent.ac.actor_opt.weight_decay == 1e-6
+    h = torch.randn(64, cfg.deter).tanh()
+    with torch.no_grad():
+        assert agent.wm.disagreement(h).mean() > 1.5 * plain.wm.disagreement(h).mean()
+
+
+@pytest.mark.parametrize("mode", ["sample", "mean"])
+def test_evaluation_acts_as_training_does_unless_told_to_take_means(mode):
+    rng = np.random.default_rng(6)
+    torch.manual_seed(0)
+    agent = Agent((5,), 2, agent_cfg(eval_mode=mode))
+    obs = [rng.normal(size=(4, 5)).astype(np.float32) for _ in range(3)]
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    runs = []
+    for _ in range(2):
+        policy = agent.policy("eval", episode_len=10)
+        runs.append(np.stack([policy(o) for o in obs]))
+    assert torch.equal(torch.get_rng_state(), before)  # its own generator, not torch's
+    assert np.array_equal(runs[0], runs[1])  # every evaluation draws the same noise
+    with torch.no_grad():  # the means: posterior mean, then the actor's mean
+        state = agent.wm.rssm.initial(4)
+        prev = torch.zeros(4, 2)
+        means = []
+        for o in obs:
+            state = agent.wm.rssm.obs_step(state, prev, agent.wm.embed(torch.as_tensor(o)), sample=False)
+            prev = agent.ac.actor(agent.wm.rssm.feat(state)).mode
+            means.append(prev.numpy())
+    if mode == "mean":
+        np.testing.assert_allclose(runs[0], np.stack(means), atol=1e-6)
+    else:
+        assert np.abs(runs[0] - np.stack(means)).max() > 1e-2
+        train = agent.policy("train")  # training draws from torch's generator
+        torch.manual_seed(3)
+        a = train(obs[0])
+        assert not torch.equal(torch.get_rng_state(), before)
+        assert not np.array_equal(a, runs[0][0])
+
+
 def test_agent_save_load_roundtrip():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -184,10 +374,16 @@ def test_config_checks():
         build_config(cmil.Config, cmil.PRESETS, None, {"bc_init_mode": "both"}, "cmil")
     with pytest.raises(UserError, match="bc_init_batch"):
         build_config(cmil.Config, cmil.PRESETS, None, {"bc_init_batch": "0"}, "cmil")
+    for key, bad in (("bc_init_lr", "0"), ("eval_mode", "mode"), ("weight_init", "he"),
+                     ("weight_decay", "1.5")):
+        with pytest.raises(UserError, match=key):
+            build_config(cmil.Config, cmil.PRESETS, None, {key: bad}, "cmil")
     with pytest.raises(UserError, match="pretrain_wm_steps"):
         build_config(cmil.Config, cmil.PRESETS, None, {"pretrain_wm_steps": "-1"}, "cmil")
     ref = cmil.Config()
     assert ref.pretrain_wm_steps == 0 and ref.bc_init_mode == "joint" and ref.kl_scale == 1.0
+    assert ref.bc_init_lr == 2e-4 and ref.eval_mode == "sample" and ref.weight_init == "glorot"
+    assert ref.weight_decay == 1e-6 and ref.disc_noise == 2.5 and ref.disc_lr == 3e-4
     with pytest.raises(UserError, match="seed_policy"):
         build_config(cmil.Config, cmil.PRESETS, None, {"seed_policy": "expert"}, "cmil")
     with pytest.raises(UserError, match="penalty_weight"):

@@ -1,5 +1,5 @@
 """algorithms/optim.py: the flat Adam against torch's Adam, its clip and target updates, and the
-AdamW of the world models against torch's AdamW."""
+AdamW of the world models against torch's Adam with a per-step decay, and plain SGD."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from algorithms.optim import AdamW, FlatAdam, FlatTarget, clip_and_step, flatten_parameters
+from algorithms.optim import SGD, AdamW, FlatAdam, FlatTarget, clip_and_step, flatten_parameters
 
 
 def _net(seed=0):
@@ -77,26 +77,51 @@ def test_flat_clip_bounds_the_global_norm_and_target_tracks_by_polyak():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_adamw_matches_torch_adamw(fused):
+def test_adamw_decays_by_a_per_step_factor_then_steps_like_torch_adam(fused):
+    """The reference's rule (DreamerV2): every parameter times (1 - wd), not (1 - lr * wd), at
+    every step, then a plain Adam step on those with a gradient."""
     torch.manual_seed(0)
+    wd = 0.05
     a = [nn.Parameter(torch.randn(5, 3)), nn.Parameter(torch.randn(3))]
     b = [nn.Parameter(p.detach().clone()) for p in a]
-    ours = AdamW(a, lr=1e-2, eps=1e-5, weight_decay=0.1)
+    ours = AdamW(a, lr=1e-2, eps=1e-5, weight_decay=wd)
     ours.fused = fused and ours.fused
-    ref = torch.optim.AdamW(b, lr=1e-2, eps=1e-5, weight_decay=0.1)
+    ref = torch.optim.Adam(b, lr=1e-2, eps=1e-5)
     for step in range(5):
         g = [torch.randn_like(p) for p in a]
         for p, q, gi in zip(a, b, g):
             p.grad, q.grad = gi.clone(), gi.clone()
         if step == 2:
-            a[1].grad = b[1].grad = None  # a tensor without gradient is left alone
+            a[1].grad = b[1].grad = None  # decayed all the same, but no Adam step
         ours.step()
+        with torch.no_grad():
+            for q in b:
+                q.mul_(1 - wd)
         ref.step()
         for p, q in zip(a, b):
             torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
-    other = AdamW([nn.Parameter(p.detach().clone()) for p in a], lr=1e-2, eps=1e-5, weight_decay=0.1)
+    # with a zero gradient and fresh moments, the step is the decay alone, unscaled by lr
+    p = nn.Parameter(torch.ones(4))
+    opt = AdamW([p], lr=1e-3, weight_decay=1e-2)
+    p.grad = torch.zeros(4)
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.full((4,), 0.99))
+    other = AdamW([nn.Parameter(p.detach().clone()) for p in a], lr=1e-2, eps=1e-5, weight_decay=wd)
     other.load_state_dict(ours.state_dict())
     assert all(torch.equal(x, y) for x, y in zip(other.exp_avg_sq, ours.exp_avg_sq))
+
+
+def test_sgd_is_plain_gradient_descent():
+    p = nn.Parameter(torch.tensor([1.0, -2.0]))
+    q = nn.Parameter(torch.tensor([3.0]))
+    opt = SGD([p, q], lr=0.5)
+    p.grad = torch.tensor([2.0, 4.0])
+    opt.step()
+    opt.step()  # no momentum: the same gradient moves p by the same amount twice
+    torch.testing.assert_close(p.detach(), torch.tensor([-1.0, -6.0]))
+    assert torch.equal(q.detach(), torch.tensor([3.0]))  # no gradient: untouched
+    opt.zero_grad()
+    assert p.grad is None
 
 
 def test_clip_and_step_clips_the_global_norm():

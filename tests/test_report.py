@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from rliable import metrics as rl_metrics
 
+from analysis import stats
 from analysis.report import final_scores, load_runs, main, report
 from cmil_bench.errors import UserError
 
@@ -303,3 +305,281 @@ def test_ablation_figure_and_table(tmp_path):
     empty = tmp_path / "none.txt"
     empty.write_text("")
     assert ablation.main(["--manifest", str(empty), "--out", str(out)]) == 2
+
+
+# -- the vectorised bootstrap equals rliable's ------------------------------------------------
+
+
+def _rliable_indices(monkeypatch):
+    """Record every resampling index rliable's bootstrap classes draw."""
+    from rliable import library as rly
+
+    drawn = []
+    for cls in (rly.StratifiedBootstrap, rly.StratifiedIndependentBootstrap):
+        real = cls.update_indices
+
+        def record(self, _real=real):
+            idx = _real(self)
+            drawn.append(idx)
+            return idx
+        monkeypatch.setattr(cls, "update_indices", record)
+    return drawn
+
+
+def test_resampling_indices_are_rliables(monkeypatch):
+    """The indices drawn in one call are those rliable draws one resample at a time."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3))
+    drawn = _rliable_indices(monkeypatch)
+    stats.interval(x, stats.aggregate_func(True), 40, 7, "lbl")
+    with stats._seeded(7, "lbl"):
+        ours = stats.resample_indices(x.shape, 40)
+    np.testing.assert_array_equal(ours, np.stack([d[0] for d in drawn]))
+    # Independent arrays of different run counts (probability of improvement, per-task means).
+    arrays = [rng.normal(size=(4, 2)), rng.normal(size=(6, 2)), rng.normal(size=(1, 2))]
+    drawn.clear()
+    stats.interval(arrays, lambda *a: np.array([0.0]), 30, 7, "ind")
+    with stats._seeded(7, "ind"):
+        ours = stats.independent_indices([a.shape for a in arrays], 30)
+    for k in range(3):
+        np.testing.assert_array_equal(ours[k], np.stack([d[0][k][0] for d in drawn]))
+
+
+@pytest.mark.parametrize("runs_,settings", [(7, 5), (4, 1), (1, 3), (10, 40)])
+def test_vectorised_estimates_equal_rliables(runs_, settings):
+    """Same seed, so same resampling indices: every interval equals rliable's own to float
+    tolerance (IQM, median, mean, optimality gap, probability of improvement, per-task means,
+    performance profiles, and each point of a sample-efficiency curve)."""
+    from rliable import library as rly
+
+    rng = np.random.default_rng(runs_ * 100 + settings)
+    x = rng.normal(0.5, 0.4, size=(runs_, settings))
+    x[0, 0] = 1.0  # clipped by the optimality gap
+    y = rng.normal(0.4, 0.4, size=(runs_ + 2, settings))
+    y[1, :] = x[0, :]  # ties for the probability of improvement
+    reps, seed = 300, 11
+    tol = {"rtol": 0, "atol": 1e-12}
+
+    point, ci = stats.interval(x, stats.aggregate_func(True), reps, seed, "agg")
+    ours = stats.aggregates(x, True, reps, seed, "agg")
+    names = stats.aggregate_names(True)
+    assert names == ["IQM", "Median", "Mean", "Optimality Gap"]
+    np.testing.assert_allclose([ours[n][0] for n in names], point, **tol)
+    np.testing.assert_allclose([ours[n][1] for n in names], ci[0], **tol)
+    np.testing.assert_allclose([ours[n][2] for n in names], ci[1], **tol)
+
+    point, ci = stats.interval([x, y], stats.poi, reps, seed, "poi")
+    np.testing.assert_allclose(stats.probability_of_improvement(x, y, reps, seed, "poi"),
+                               [float(point), ci[0, 0], ci[1, 0]], **tol)
+
+    point, ci = stats.interval(x, lambda s: np.array([stats.iqm(s)]), reps, seed, "iqm")
+    np.testing.assert_allclose(stats.iqm_interval(x, reps, seed, "iqm"),
+                               [point[0], ci[0, 0], ci[1, 0]], **tol)
+
+    cols = [x[:, 0], y[:, 0], x[: max(1, runs_ // 2), -1]]
+    point, ci = stats.interval([c.reshape(-1, 1) for c in cols], stats._column_means, reps,
+                               seed, "means")
+    ours = np.array(stats.setting_means(cols, reps, seed, "means"))
+    np.testing.assert_allclose(ours.T, [point, ci[0], ci[1]], **tol)
+
+    taus = np.linspace(-0.5, 1.5, 31)
+    with stats._seeded(seed, "prof"):
+        prof, cis = rly.create_performance_profile({"p": x}, taus, reps=reps)
+    p, c = stats.performance_profile(x, taus, reps, seed, "prof")
+    np.testing.assert_allclose(p, prof["p"], **tol)
+    np.testing.assert_allclose(c, cis["p"], **tol)
+
+    values = rng.normal(size=(runs_, 9))
+    values[:, 3] = 0.25  # a constant evaluation
+    point, ci = stats.interval(values[:, None, :], stats.iqm_per_step, reps, seed, "curve")
+    p, c = stats.curve(values, reps, seed, "curve")
+    np.testing.assert_allclose(p, point, **tol)
+    np.testing.assert_allclose(c, ci, **tol)
+    assert c.shape == (2, 9)
+
+
+def test_batch_estimators_equal_rliable_metrics_on_each_resample():
+    """Each batched estimator equals rliable.metrics on every slice of a stack (NaN too)."""
+    rng = np.random.default_rng(3)
+    stack = rng.normal(size=(25, 6, 4))
+    stack[3, 0, 0] = np.nan
+    other = rng.normal(size=(25, 5, 4))
+    other[:, 0, :] = stack[:, 1, :]
+    agg = stats.batch_aggregates(stack, True)
+    poi = stats.batch_poi(stack, other)
+    for b in range(len(stack)):
+        s = stack[b]
+        expect = [rl_metrics.aggregate_iqm(s), rl_metrics.aggregate_median(s),
+                  rl_metrics.aggregate_mean(s), rl_metrics.aggregate_optimality_gap(s, 1.0)]
+        np.testing.assert_allclose(agg[b], expect, rtol=0, atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(poi[b], rl_metrics.probability_of_improvement(s, other[b]),
+                                   rtol=0, atol=1e-12, equal_nan=True)
+
+
+# -- speed, progress, figures in parallel, runs in progress -----------------------------------
+
+
+def _synthetic(tmp_path, **kw):
+    """benchmarks/synthetic_runs.py (a script, not a package) writing runs under tmp_path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_runs.py"
+    spec = importlib.util.spec_from_file_location("bench_synthetic_runs", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    return gen.write_runs(tmp_path / "synthetic", **kw), tmp_path / "synthetic" / "runs"
+
+
+@pytest.mark.slow
+def test_report_over_hundreds_of_runs_is_fast(tmp_path):
+    """300 runs (5 algorithms x 3 tasks x 2 demo counts x 10 seeds, 20 evaluations), default
+    2,000 resamples, every figure: about 4 s on a busy 2-core machine (the one-resample-at-a-time
+    version took over 3 minutes for 100 runs). The bound leaves room for a slow machine."""
+    import time
+
+    dirs, root = _synthetic(tmp_path, algos=5, tasks=3, demos=(5, 10), seeds=10, evals=20)
+    assert len(dirs) == 300
+    t0 = time.perf_counter()
+    s = report(root, tmp_path / "out", reps=2000)
+    elapsed = time.perf_counter() - t0
+    assert s["runs"]["used"] == 300 and len(s["probability_of_improvement"]) == 20
+    assert elapsed < 90, f"report over 300 runs took {elapsed:.0f} s"
+
+
+def test_synthetic_runs_are_deterministic_and_readable(tmp_path):
+    kw = {"algos": 5, "tasks": 2, "demos": (1, 5), "seeds": 2, "evals": 5, "unfinished": 1}
+    dirs, root = _synthetic(tmp_path, **kw)
+    again, _ = _synthetic(tmp_path / "again", **kw)
+    assert len(dirs) == 40
+    for a, b in zip(dirs, again):
+        for name in ("config.json", "metrics.csv", "progress.csv"):
+            assert (a / name).is_file() == (b / name).is_file()
+            if (a / name).is_file():
+                assert (a / name).read_bytes() == (b / name).read_bytes()
+    df, info = load_runs(root)
+    assert info["finished"] == 20 and info["in_progress"] == 20
+    bc = df[df["algo"] == "bc"]
+    assert len(bc) and (bc["env_steps"] == 0).all()  # BC never steps the environment
+    assert df.groupby("run_dir").size().eq(5).all()
+
+
+def _failing_figure(path):
+    raise RuntimeError(f"cannot draw {path}")
+
+
+@pytest.mark.slow
+def test_figure_worker_errors_reach_the_caller():
+    from analysis.jobs import FigureJobs
+
+    pool = FigureJobs(2)
+    pool.submit("fine", sorted, [3, 1, 2])
+    pool.submit("broken", _failing_figure, "x.png")
+    with pytest.raises(RuntimeError, match="cannot draw x.png"):
+        pool.results()
+
+
+@pytest.mark.slow
+def test_progress_bar_and_parallel_figures_give_the_same_report(runs, tmp_path, capsys):
+    one = report(runs, tmp_path / "one", reps=REPS, jobs=1, progress=False)
+    capsys.readouterr()
+    two = report(runs, tmp_path / "two", reps=REPS, jobs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "report" in err and "step" in err  # the tqdm bar
+    for key in ("aggregates", "per_setting", "probability_of_improvement", "files"):
+        assert one[key] == two[key]
+    for name in one["files"]:
+        if name.endswith((".md", ".tex", ".csv", ".png")):
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_joined_reading_equals_file_by_file(tmp_path, monkeypatch):
+    """Files read in one parse per header give the frame and skip reasons of reading each file."""
+    from analysis import runs as runs_mod
+
+    root = tmp_path / "runs"
+    write_run(root, "a", "t", 5, 0, 0.5, extra=True)
+    write_run(root, "a", "t", 5, 1, 0.6)
+    run = write_run(root, "b", "t", 5, 0, 0.4)
+    bad = pd.read_csv(run / "metrics.csv")
+    bad["grad_steps"] = bad["grad_steps"].astype(object)
+    bad.loc[0, "grad_steps"] = "x"  # one bad run in a group of good ones
+    (run / "metrics.csv").write_text(bad.to_csv(index=False))
+    write_run(root, "b", "t", 5, 1, 0.7)
+    quoted = write_run(root, "c", "t", 5, 0, 0.3, variant="c")
+    (quoted / "metrics.csv").write_text(pd.read_csv(quoted / "metrics.csv").assign(
+        variant='c "q"').to_csv(index=False))
+    (root / "c" / "t" / "d5" / "s1").mkdir(parents=True)
+    (root / "c" / "t" / "d5" / "s1" / "metrics.csv").write_text("")
+    joined, info = load_runs(root)
+    monkeypatch.setattr(runs_mod, "_plain_lines", lambda path: None)
+    alone, info_alone = load_runs(root)
+    assert info == info_alone
+    assert sorted(s["reason"] for s in info["skipped"]) == [
+        "column 'grad_steps' has missing or non-numeric values", "metrics.csv is empty"]
+    pd.testing.assert_frame_equal(joined, alone[list(joined.columns)], check_exact=True)
+    assert joined["grad_steps"].dtype == np.int64
+
+
+def test_include_running_draws_partial_curves(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_run(root, "a", "hopper", 10, seed, 0.8)
+        write_run(root, "c", "hopper", 10, seed, 0.5, offline=True)
+    partial = write_run(root, "a", "hopper", 10, 3, 0.4, finished=False)
+    write_run(root, "new", "hopper", 10, 0, 0.3, finished=False)  # only in progress
+    (root / "a" / "hopper" / "d10" / "s4").mkdir(parents=True)  # no evaluation yet
+    (root / "a" / "hopper" / "d10" / "s4" / "config.json").write_text("{}")
+
+    default = report(root, tmp_path / "finished", reps=REPS)
+    assert default["runs"]["in_progress_ignored"] == 3
+    assert "in_progress_drawn" not in default["runs"]
+
+    s = report(root, tmp_path / "out", reps=REPS, include_running=True)
+    assert s["runs"]["in_progress_drawn"] == 2 and s["runs"]["in_progress_ignored"] == 1
+    drawn = {r["run_dir"]: r for r in s["in_progress_drawn"]}
+    assert str(partial) in drawn and drawn[str(partial)]["evaluations"] == EVALS
+    assert drawn[str(partial)]["norm_score"] == pytest.approx(0.4)
+    # Tables stay finished-only: identical to the default report.
+    for name in ("aggregates", "by_task_score", "probability_of_improvement"):
+        assert ((tmp_path / "out" / "tables" / f"{name}.md").read_bytes()
+                == (tmp_path / "finished" / "tables" / f"{name}.md").read_bytes())
+    assert s["algorithms"] == default["algorithms"] == ["a", "c"]
+    assert any("drawn as partial curves" in n for n in s["notes"])
+    assert "2 in progress (drawn as partial curves" in (tmp_path / "out" / "README.md").read_text()
+    # The figures differ from the finished-only ones (the partial curves are drawn).
+    for name in ("sample_efficiency_hopper.png", "seed_curves_hopper.png"):
+        assert ((tmp_path / "out" / "figures" / name).read_bytes()
+                != (tmp_path / "finished" / "figures" / name).read_bytes())
+
+
+def test_include_running_panels_and_labels(tmp_path):
+    from analysis import report as rep
+
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_run(root, "a", "maze", 10, seed, 0.8)
+    write_run(root, "a", "maze", 10, 2, 0.4, finished=False)
+    write_run(root, "a", "maze", 25, 0, 0.4, finished=False)  # a demo count only in progress
+    df, info = load_runs(root, include_running=True)
+    finals = rep._setting_labels(final_scores(df))
+    running = rep._running_runs(info["running"], finals, "norm_score")
+    curves = rep._curves(df, finals, ["a"], "norm_score", REPS, 0, None, running)
+    panels = {p["title"]: p for p in curves["maze"]}
+    assert sorted(panels) == ["10 demos", "25 demos"]
+    assert len(panels["10 demos"]["running"]["a"]) == 1 and "a" in panels["10 demos"]["curves"]
+    assert panels["25 demos"]["curves"] == {} and len(panels["25 demos"]["running"]["a"]) == 1
+    seeds = rep._seed_panels(df, finals, ["a"], "norm_score", running)["maze"]
+    assert sorted(seeds[0]["seeds"]) == [0, 1] and sorted(seeds[0]["running"]) == [2]
+    assert seeds[1]["seeds"] == {} and sorted(seeds[1]["running"]) == [0]
+
+
+def test_main_cli_include_running_and_progress_flags(runs, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["--runs", str(runs), "--out", str(out), "--reps", "50", "--no-figures",
+               "--include-running", "--progress", "off", "--jobs", "1"])
+    assert rc == 0
+    printed = capsys.readouterr()
+    assert "1 in progress drawn as partial curves" in printed.out
+    assert printed.err == ""
+    assert main(["--runs", str(runs), "--out", str(out), "--jobs", "0"]) == 2
+    assert "jobs" in capsys.readouterr().err

@@ -91,7 +91,10 @@ def test_vmail_and_cmil_configs_are_siblings_on_the_latent_config():
     shared = set(LatentConfig.__dataclass_fields__)
     assert set(vmail.Config.__dataclass_fields__) - shared == {
         "seed_steps_include_demos", "pretrain_steps", "actor_init_std", "actor_mean_scale",
-        "mode_samples", "eval_mode"}
+        "mode_samples"}
+    assert set(cmil.Config.__dataclass_fields__) - shared == {
+        "pretrain_wm_steps", "pretrain_steps", "bc_init_steps", "bc_init_mode", "bc_init_lr", "bc_init_batch",
+        "penalty_weight", "bc_weight"}
     with pytest.raises(UserError, match="penalty_weight"):
         build_config(vmail.Config, vmail.PRESETS, "cpu", {"penalty_weight": "1"}, "vmail")
     for mod in (vmail, cmil):

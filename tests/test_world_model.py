@@ -160,8 +160,8 @@ def test_sequence_replay_sampling_and_state_roundtrip():
             assert (o == o[0, 0]).all()
         else:  # demo rows are consecutive
             assert np.all(np.diff(o[:, 0]) == 2)
-        assert f.sum() == (1 if f[0] else 0)  # is_first only at the start of an episode
-        assert np.all(a[f] == 0)  # the row of a first observation holds no action
+        assert f[0] and f.sum() == 1  # every chunk starts as a new episode
+        assert np.all(a[0] == 0)  # ... with no previous action
     with pytest.raises(UserError, match="seq_len"):
         rb.sample(2, 17, rng)
     # round trip: the demos are re-added, the online episodes come from the state
@@ -174,6 +174,27 @@ def test_sequence_replay_sampling_and_state_roundtrip():
     a, b = rb.sample(8, 5, r1), rb2.sample(8, 5, r2)
     for k in a:
         assert np.array_equal(a[k], b[k])
+
+
+def test_replay_samples_episodes_uniformly_and_starts_every_chunk_as_an_episode():
+    """As the reference's replay: an episode uniformly (among those long enough), then a start
+    uniformly within it; a chunk from mid-episode gets is_first and a zero action on row 0."""
+    rng = np.random.default_rng(1)
+    rb = SequenceReplay()
+    rb.add_episode(np.zeros((11, 1), np.float32), np.ones((10, 2), np.float32))  # 6 starts of 6 rows
+    rb.add_episode(np.arange(101, dtype=np.float32)[:, None] + 1, np.ones((100, 2), np.float32))  # 96
+    rb.add_episode(np.full((4, 1), -1, np.float32), np.ones((3, 2), np.float32))  # too short: never
+    s = rb.sample(4000, 6, rng)
+    short = s["obs"][:, 0, 0] == 0
+    assert 0.46 < short.mean() < 0.54  # by start rows it would be 6 / 102
+    assert not (s["obs"] < 0).any()
+    long_starts = s["obs"][~short, 0, 0] - 1  # the start row within the long episode
+    assert long_starts.min() == 0 and long_starts.max() == 95
+    assert np.histogram(long_starts, bins=4, range=(0, 96))[0].min() > 0.2 * (~short).sum()
+    mid = long_starts > 0
+    assert mid.any() and s["is_first"][:, 0].all() and not s["is_first"][:, 1:].any()
+    assert (s["action"][:, 0] == 0).all() and (s["action"][:, 1:] == 1).all()
+    assert rb.episodes[1]["action"][5:].min() == 1 and not rb.episodes[1]["is_first"][1:].any()
 
 
 def test_lambda_return_matches_definition():
