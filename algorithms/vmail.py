@@ -38,13 +38,12 @@ its optimiser step (as the reference's gradient tapes do).
 Defaults are the reference's, with env steps counted as the reference counts its steps (frames,
 here one per action; the reference's action repeat 2 makes 1000 of its steps 500 actions).
 Differences that remain: states go through the shared MLP encoder (the reference is pixels
-only); PyTorch's Adam form of epsilon; the
-evaluation cadence is the harness's; sequences are sampled by the shared replay
-(algorithms/sequence_replay.py: episodes uniformly, as the reference does, but a chunk from the
-middle of an episode gets a zero previous action in its first row, where Dreamer v1 feeds the
-true one to its zero initial state); the reference's evaluation ``mode`` keeps the most likely of
-``mode_samples`` samples per environment (the reference indexes environment 0's choice for all,
-which is the same with its one environment).
+only); PyTorch's Adam form of epsilon; the evaluation cadence is the harness's; sequences are
+sampled by the shared replay (algorithms/sequence_replay.py: episodes uniformly, as the
+reference does, but a chunk from the middle of an episode gets a zero previous action in its
+first row, where Dreamer v1 feeds the true one to its zero initial state); the evaluation
+``mode`` keeps the most likely of ``mode_samples`` samples per environment (the reference
+indexes environment 0's choice for all, which is the same with its one environment).
 """
 
 from __future__ import annotations
