@@ -66,6 +66,23 @@ def gradient_penalty(disc: Discriminator, expert_x: torch.Tensor, policy_x: torc
     return ((grad.flatten(1).norm(2, dim=1) - target) ** 2).mean()
 
 
+def parameter_gradient_penalty(disc: Discriminator, x: torch.Tensor, target: float = 1.0) -> torch.Tensor:
+    """(||grad_theta mean_x logit(x)|| - target)^2: the gradient of the mean logit over the batch
+    ``x`` with respect to the discriminator's parameters theta, its 2-norm taken over all of them
+    together (one global norm), as V-MAIL's reference does (rmrafailov/VMAIL, on interpolates of
+    expert and policy inputs that the caller makes). One scalar, not a mean over samples; it is
+    differentiable in theta (double backpropagation). Multiply by the weight yourself.
+
+    The output layer's bias alone contributes a gradient of exactly 1, so the norm is >= 1."""
+    params = [p for p in disc.parameters() if p.requires_grad]
+    noise, disc.input_noise = disc.input_noise, 0.0  # the penalty sees clean inputs
+    out = disc(x.detach()).mean()
+    disc.input_noise = noise
+    grads = torch.autograd.grad(out, params, create_graph=True)
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    return (norm - target) ** 2
+
+
 def reward_from_logits(logits: torch.Tensor, form: str = "logit") -> torch.Tensor:
     """Imitation reward from discriminator logits.
 

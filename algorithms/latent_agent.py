@@ -50,7 +50,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -58,11 +58,11 @@ import torch.nn as nn
 
 from algorithms.clock import EvalClock, IntervalMeans, reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
-from algorithms.nets import EnsembleMLP, keras_init_, mlp
+from algorithms.nets import ACTIVATIONS, EnsembleMLP, keras_init_, mlp
 from algorithms.obs_norm import demo_statistics
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.sequence_replay import SequenceReplay
-from algorithms.world_model import WorldModel
+from algorithms.world_model import GRU_KINDS, WorldModel
 from cmil_bench.config import BaseConfig
 from cmil_bench.errors import UserError
 
@@ -79,6 +79,8 @@ LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 class LatentConfig(BaseConfig):
     """What the shared latent agent reads. Defaults are the CMIL reference's (victorkolev/cmil
     configs.yaml, DreamerV2 sizes); algorithms/vmail.py sets V-MAIL's where they differ."""
+
+    eval_modes: ClassVar[tuple[str, ...]] = EVAL_MODES  # the values this agent's eval_mode takes
 
     # --- schedule (env steps; one env step = one action, action repeat 1)
     total_steps: int = 200_000  # env steps of the run
@@ -101,6 +103,8 @@ class LatentConfig(BaseConfig):
     hidden: int = 400
     ensemble_size: int = 10
     activation: str = "elu"
+    cnn_activation: str = "elu"  # of the pixel encoder and decoder
+    gru: str = "norm"  # recurrent cell: "norm" (DreamerV2's layer-normed GRU) or "plain"
     std_act: str = "sigmoid2"
     min_std: float = 0.1
     free_nats: float = 1.0
@@ -161,14 +165,19 @@ class LatentConfig(BaseConfig):
                 raise UserError(f"{name}: {k} must lie in [0, 1], got {getattr(self, k)}")
         if self.seed_policy not in SEED_POLICIES:
             raise UserError(f"{name}: seed_policy must be one of {SEED_POLICIES}, got {self.seed_policy!r}")
-        if self.eval_mode not in EVAL_MODES:
-            raise UserError(f"{name}: eval_mode must be one of {EVAL_MODES}, got {self.eval_mode!r}")
+        if self.eval_mode not in self.eval_modes:
+            raise UserError(f"{name}: eval_mode must be one of {self.eval_modes}, got {self.eval_mode!r}")
         if self.weight_init not in WEIGHT_INITS:
             raise UserError(f"{name}: weight_init must be one of {WEIGHT_INITS}, got {self.weight_init!r}")
         if not 0.0 <= self.weight_decay < 1.0:
             raise UserError(f"{name}: weight_decay is a per-step factor in [0, 1), got {self.weight_decay}")
         if self.std_act not in STD_ACTS:
             raise UserError(f"{name}: std_act must be one of {STD_ACTS}, got {self.std_act!r}")
+        if self.gru not in GRU_KINDS:
+            raise UserError(f"{name}: gru must be one of {GRU_KINDS}, got {self.gru!r}")
+        for k in ("activation", "cnn_activation", "disc_activation"):
+            if getattr(self, k) not in ACTIVATIONS:
+                raise UserError(f"{name}: {k} must be one of {tuple(ACTIVATIONS)}, got {getattr(self, k)!r}")
         if len(self.encoder_kernels) != 4 or len(self.decoder_kernels) != 4:
             raise UserError(f"{name}: encoder_kernels and decoder_kernels need 4 entries each")
         if not self.mlp_layers or not self.actor_layers or not self.critic_layers:

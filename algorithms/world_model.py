@@ -13,6 +13,10 @@ reference does). ``disagreement(h)`` is the standard deviation across the K head
 averaged over latent dimensions: CMIL's penalty ``u``. The K heads are stored as stacked weights
 and evaluated with one matmul plus one ``bmm`` (no Python loop over heads).
 
+The recurrent cell is DreamerV2's layer-normed GRU (CMIL) or a plain GRU (``gru="plain"``,
+Dreamer v1's, V-MAIL); the CNN has its own activation (``cnn_activation``: Dreamer v1 uses ReLU
+there and ELU elsewhere).
+
 Loss: reconstruction (Gaussian with unit variance: half the squared error, summed over the
 observation) + KL(posterior || prior) with KL balancing and free nats. There is no reward head.
 States go through MLP encoder/decoder (standardised with the demos' mean and std by
@@ -69,6 +73,26 @@ class NormGRUCell(nn.Module):
         return update * cand + (1.0 - update) * h
 
 
+GRU_KINDS = ("norm", "plain")
+
+
+def gru_cell(kind: str, inp: int, size: int) -> nn.Module:
+    """The recurrent cell of the RSSM: ``"norm"``, DreamerV2's layer-normed cell (CMIL's), or
+    ``"plain"``, a standard GRU (Dreamer v1's Keras ``GRUCell``, which V-MAIL uses: reset gate
+    applied after the recurrent matmul, as ``nn.GRUCell`` does), initialised as Keras does it:
+    glorot-uniform input weights, orthogonal recurrent weights, zero biases."""
+    if kind == "norm":
+        return NormGRUCell(inp, size)
+    if kind == "plain":
+        cell = nn.GRUCell(inp, size)
+        nn.init.xavier_uniform_(cell.weight_ih)
+        nn.init.orthogonal_(cell.weight_hh)
+        nn.init.zeros_(cell.bias_ih)
+        nn.init.zeros_(cell.bias_hh)
+        return cell
+    raise ValueError(f"unknown GRU kind {kind!r}; known: {', '.join(GRU_KINDS)}")
+
+
 class EnsemblePrior(nn.Module):
     """K prior heads h -> hidden -> (mean, std) of z: two stacked-weight layers
     (``nets.EnsembleLinear``), evaluated for one head, one head per step, or every head."""
@@ -107,7 +131,7 @@ class EnsemblePrior(nn.Module):
 class RSSM(nn.Module):
     def __init__(self, act_dim: int, embed_dim: int, deter: int = 400, stoch: int = 360,
                  hidden: int = 400, ensemble: int = 10, act: str = "elu", std_act: str = "sigmoid2",
-                 min_std: float = 0.1):
+                 min_std: float = 0.1, gru: str = "norm"):
         super().__init__()
         if ensemble < 1:
             raise ValueError(f"ensemble size must be >= 1, got {ensemble}")
@@ -118,7 +142,7 @@ class RSSM(nn.Module):
         self.img_z = nn.Linear(stoch, hidden)
         self.img_a = nn.Linear(act_dim, hidden, bias=False)
         self.img_z.glorot_fans = self.img_a.glorot_fans = (stoch + act_dim, hidden)  # nets.keras_init_
-        self.cell = NormGRUCell(hidden, deter)
+        self.cell = gru_cell(gru, hidden, deter)
         self.prior = EnsemblePrior(ensemble, deter, hidden, stoch, act, std_act, min_std)
         # posterior hidden = act(W_h h + W_e e + b), the embedding part computed for a whole sequence
         self.obs_h = nn.Linear(deter, hidden, bias=False)
@@ -248,7 +272,7 @@ class WorldModel(nn.Module):
         self.pixels = len(obs_shape) == 3
         if self.pixels:
             self.encoder = ConvEncoder(depth=cfg.cnn_depth, kernels=tuple(cfg.encoder_kernels),
-                                       act=cfg.activation, image_size=obs_shape[0])
+                                       act=cfg.cnn_activation, image_size=obs_shape[0])
             embed_dim = self.encoder.out_dim
         else:
             d = int(obs_shape[0])
@@ -256,10 +280,10 @@ class WorldModel(nn.Module):
                                act=cfg.activation, out_act=activation(cfg.activation)())
             embed_dim = cfg.mlp_layers[-1]
         self.rssm = RSSM(act_dim, embed_dim, cfg.deter, cfg.stoch, cfg.hidden, cfg.ensemble_size,
-                         cfg.activation, cfg.std_act, cfg.min_std)
+                         cfg.activation, cfg.std_act, cfg.min_std, cfg.gru)
         if self.pixels:
             self.decoder = ConvDecoder(self.rssm.feat_dim, cfg.cnn_depth, tuple(cfg.decoder_kernels),
-                                       cfg.activation)
+                                       cfg.cnn_activation)
         else:
             self.decoder = mlp(self.rssm.feat_dim, tuple(cfg.mlp_layers), int(obs_shape[0]),
                                act=cfg.activation)
