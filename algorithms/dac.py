@@ -55,7 +55,7 @@ Episodes run to their end; evaluations and checkpoints come at episode boundarie
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -86,7 +86,7 @@ class Config(BaseConfig):
     actor_lr: float = 1e-3
     # The actor's learning rate halves every this many environment steps (0 = constant); the
     # critic's and the discriminator's never change.
-    actor_lr_halve_every: int = 100_000
+    actor_lr_halve_every: int = field(default=100_000, metadata={"zero_off": True})
     critic_lr: float = 1e-3
     discount: float = 0.99
     tau: float = 0.005

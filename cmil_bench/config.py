@@ -206,12 +206,14 @@ def validate(cfg, algo: str = "") -> None:
     * sizes: ``hidden``, ``deter``, ``stoch``, ``seq_len``, ``horizon`` and the names ending in
       ``_hidden``, ``_layers``, ``batch_size``, ``_batch``, ``depth``, ``_dim``, ``_size``,
       ``_kernels`` or starting with ``n_`` / ``num_``: > 0;
-    * budgets: ``total_steps`` (and the older ``grad_steps`` / ``env_steps``), ``torch_threads``
+    * budgets: ``total_steps``, ``torch_threads``
       and every ``*_every``: > 0; ``eval_episodes`` >= 0 (0: the task's default);
     * counts that may be zero (``*_steps``, ``*_starts``, ``*_delay``, ``*_iters``, ``*_epochs``,
       ``*_batches``, ``*_n``): >= 0;
     * discounts and mixing weights (``discount``, ``gamma``, ``lam``, ``gae_lambda``,
-      ``kl_balance``, ``tau``, ``demo_ratio``, ``eval_ema_tau``): in [0, 1].
+      ``kl_balance``, ``tau``, ``demo_ratio``, ``eval_ema_tau``): in [0, 1];
+    * a field declared with ``metadata={"zero_off": True}`` (0 switches it off, e.g. a schedule
+      period) needs only >= 0, whatever its name.
 
     Then the algorithm's own ``__post_validate__`` (choices, cross-field rules). Every failure is
     a UserError naming the key, the algorithm and the value.
@@ -235,14 +237,17 @@ def validate(cfg, algo: str = "") -> None:
         nums = numbers(v)
         if any(isinstance(x, float) and not math.isfinite(x) for x in nums):
             fail(name, "a finite number", v)
-        if name == "lr" or name.endswith("_lr"):
+        if f.metadata.get("zero_off"):
+            if any(x < 0 for x in nums):
+                fail(name, ">= 0 (0: off)", v)
+        elif name == "lr" or name.endswith("_lr"):
             if any(x <= 0 for x in nums):
                 fail(name, "a positive learning rate", v)
         elif (name in ("hidden", "deter", "stoch", "seq_len", "horizon")
               or name.endswith(size_ends) or name.startswith(("n_", "num_"))):
             if any(x <= 0 for x in nums):
                 fail(name, "a positive size", v)
-        elif name in ("total_steps", "grad_steps", "env_steps", "torch_threads") or name.endswith("_every"):
+        elif name in ("total_steps", "torch_threads") or name.endswith("_every"):
             if any(x <= 0 for x in nums):
                 fail(name, "a positive budget" if name != "torch_threads" else "a positive integer", v)
         elif name == "eval_episodes" or name.endswith(zero_ok_ends):
