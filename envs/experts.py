@@ -180,7 +180,7 @@ EXPERTS: dict[str, Callable[[gym.Env], Expert]] = {
 }
 
 
-def policy_file_expert(path, env: gym.Env) -> Expert:
+def policy_file_expert(path, env: gym.Env) -> Expert:  # noqa: ARG001 (filled in by `cmil-bench expert`)
     """The expert of a task whose definition names a policy file (``experts/<task>.pt``).
 
     Reading these files comes with `cmil-bench expert` (the trained locomotion policies); until

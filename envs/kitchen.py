@@ -29,7 +29,7 @@ observations, mujoco-py simulator) do not fit the 59-d observations of this env.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 

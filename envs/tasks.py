@@ -6,10 +6,8 @@ envs/tasks.yaml; ``fetch-push`` names ``FetchPushForwardEnv`` as its ``entry_poi
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 from gymnasium.utils import EzPickle
-
 
 
 def _fetch_push_base():
