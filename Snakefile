@@ -127,7 +127,7 @@ rule task_definitions:
 
 
 rule demos:
-    """Expert demos of a cheap task family into a local Minari dataset (no network). The state
+    """Expert demos of a task family with an expert into a local Minari dataset (no network). The state
     and pixel twins of a task share one dataset; it records frames when the sweep has a pixel
     twin."""
     input:
