@@ -242,6 +242,7 @@ def test_locomotion_config_plans_without_a_simulator(workflow):
     ("tasks=[fetch-pus]", "'tasks[0]': unknown task 'fetch-pus'"),
     ("variants={x: {algo: bcc}}", "'variants.x.algo': unknown algorithm 'bcc'"),
     ("seeds=[a]", "'seeds[0]': 'a' is not of type 'integer'"),
+    ("task_definitions={car: {env_id: X}}", "'task_definitions.car': 'episode_steps' is a required property"),
 ])
 def test_bad_config_stops_the_workflow_before_any_job(workflow, config, key):
     work, env = workflow
