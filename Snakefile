@@ -17,6 +17,7 @@ import sys
 # Planning imports only light modules (no gymnasium, MuJoCo, torch or minari): a dry run needs no
 # simulator. cmil_bench/sweep.py checks the config and builds each run's arguments.
 from cmil_bench import sweep
+from envs import catalog
 from envs.catalog import task_entry
 
 configfile: "config/default.yaml"
@@ -28,6 +29,11 @@ try:
 except sweep.SweepConfigError as e:
     print(f"sweep config: {e}", file=sys.stderr)
     sys.exit(2)
+
+# Tasks the config defines (task_definitions:, checked above) join the built-in ones for planning;
+# the runs read them from {root}/task_definitions.yaml (rule task_definitions).
+TASK_DEFS = dict(config.get("task_definitions") or {})
+catalog.add_definitions(TASK_DEFS)
 
 RES = str(config.get("results", "results")).rstrip("/")
 SWEEPS = {"main": RES, "smoke": f"{RES}/smoke", "ablation": f"{RES}/ablation"}
@@ -98,10 +104,34 @@ rule ablation:
         [f"{d}/metrics.csv" for d in run_dirs("ablation")],
 
 
+def _defs_input(wc):
+    return [f"{wc.root}/task_definitions.yaml"] if TASK_DEFS else []
+
+
+def _defs_arg(wc):
+    return f"--tasks {shlex.quote(wc.root + '/task_definitions.yaml')}" if TASK_DEFS else ""
+
+
+rule task_definitions:
+    """The config's task_definitions, for the --tasks of its runs and demos."""
+    output:
+        "{root}/task_definitions.yaml",
+    params:
+        defs=lambda wc: TASK_DEFS,
+    run:
+        import yaml
+
+        os.makedirs(os.path.dirname(output[0]), exist_ok=True)
+        with open(output[0], "w") as f:
+            yaml.safe_dump(TASK_DEFS, f, sort_keys=False)
+
+
 rule demos:
-    """Expert demos of a cheap task family into a local Minari dataset (no network). The state
+    """Expert demos of a task family with an expert into a local Minari dataset (no network). The state
     and pixel twins of a task share one dataset; it records frames when the sweep has a pixel
     twin."""
+    input:
+        _defs_input,
     output:
         "{root}/datasets/{family}.json",
     log:
@@ -109,13 +139,14 @@ rule demos:
     params:
         episodes=lambda wc: SECTIONS[ROOT_TO_SWEEP[wc.root]].get("demo_episodes", 50),
         pixels=lambda wc: "--pixels" if _family_needs_pixels(wc) else "",
+        tasks=_defs_arg,
     resources:
         runtime=30,
         mem_mb=4000,
         cpus_per_task=1,
     shell:
         "MINARI_DATASETS_PATH={wildcards.root}/datasets cmil-bench demos --task {wildcards.family} "
-        "--episodes {params.episodes} {params.pixels} --overwrite --root {wildcards.root}/datasets "
+        "--episodes {params.episodes} {params.pixels} {params.tasks} --overwrite --root {wildcards.root}/datasets "
         "> {log} 2>&1 && echo '{{\"family\": \"{wildcards.family}\"}}' > {output}"
 
 
@@ -129,13 +160,14 @@ def _family_needs_pixels(wc):
 
 
 def _run_inputs(wc):
-    return [f"{wc.root}/datasets/{_family(wc.task)}.json"] if _task_has_expert(wc.task) else []
+    demos = [f"{wc.root}/datasets/{_family(wc.task)}.json"] if _task_has_expert(wc.task) else []
+    return demos + _defs_input(wc)
 
 
 def _run_args(wc):
     name, spec = _spec(wc)
     args = sweep.run_args(spec, wc.variant, wc.task, _family(wc.task), SECTIONS[name]["task_settings"])
-    return " ".join(shlex.quote(a) for a in args)
+    return " ".join([shlex.quote(a) for a in args] + [_defs_arg(wc)]).strip()
 
 
 def _run_env(wc):

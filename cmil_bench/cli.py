@@ -13,6 +13,7 @@ EPILOG = """examples:
   cmil-bench demos --inspect minari:cmil-bench/pointmaze-umaze/expert-v0
   cmil-bench demos --task baoding --source cmil-shadowhand --path DEMOS --model PDDM_DIR
   cmil-bench run --algo bc --task pointmaze-umaze --demos 10 --seed 0 --out results/runs/x
+  cmil-bench run --tasks my_tasks.yaml --algo bc --task my-task --demos 4 --out results/runs/y
   cmil-bench evaluate results/runs/dac/fetch-push/d10/s0 --episodes 200
   cmil-bench report --runs results/runs --out results/report
   cmil-bench status results
@@ -118,7 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_status(sub)
     sub.add_parser("list", help="list tasks and algorithms",
                    description="List the registered tasks (with mode and env id) and algorithms.")
+    for name in ("demos", "run", "evaluate", "list"):
+        _add_tasks_option(sub.choices[name])
     return parser
+
+
+def _add_tasks_option(p) -> None:
+    p.add_argument("--tasks", action="append", default=[], metavar="FILE",
+                   help="YAML file of task definitions (envs/task_schema.yaml) merged over the "
+                        "built-in ones (envs/tasks.yaml); a sweep config's task_definitions: "
+                        "works too (repeatable)")
 
 
 def _cmd_demos(args) -> int:
@@ -231,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     gl_chosen = "MUJOCO_GL" in os.environ
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
+        for path in getattr(args, "tasks", None) or []:
+            from envs.catalog import add_task_file
+            add_task_file(path)
         if args.command in ("demos", "run", "evaluate", "list"):
             check_mujoco_gl(chosen_by_user=gl_chosen)
         if args.command == "demos":

@@ -1,8 +1,9 @@
 """The sweep YAML: checked when the Snakefile plans, and turned into each run's arguments.
 
 ``check`` validates the merged config against ``config/schema.yaml`` (every key documented
-there) and then the names in it: algorithms, variants and tasks must exist, and old config keys
-are refused with their new names. ``run_tables`` lists the runs of each sweep section, and
+there) and then the names in it: algorithms, variants and tasks must exist (the built-in tasks
+and those the config defines under ``task_definitions``, checked against envs/task_schema.yaml),
+and old config keys are refused with their new names. ``run_tables`` lists the runs of each sweep section, and
 ``run_args`` gives one run's ``cmil-bench run`` arguments, with the per-task settings
 (``task_settings``) placed after the presets and before every explicit ``set:``.
 
@@ -141,7 +142,14 @@ def _check_task_settings(ts: dict | None, where: str, tasks, runnable) -> None:
 def check_names(config: dict) -> None:
     """Every algorithm, variant and task named in ``config`` exists; no old config key is used."""
     from algorithms import ALGORITHMS
-    from envs.catalog import FAMILIES, TASKS
+    from envs import catalog
+
+    # Inline task definitions (task_definitions:) are checked here and merged over the built-ins.
+    try:
+        defs = catalog.check_definitions(config.get("task_definitions"), "task_definitions")
+    except UserError as e:
+        raise SweepConfigError(str(e)) from None
+    TASKS, FAMILIES = catalog.merged(defs)
 
     algos = set(ALGORITHMS)
     variants = config.get("variants") or {}

@@ -1,4 +1,4 @@
-"""Adroit hand tasks of D4RL (importing this module registers them).
+"""Adroit hand tasks of D4RL: their success rule and reference scores (tasks in envs/tasks.yaml).
 
 ``door``, ``hammer``, ``pen`` and ``relocate`` (state) and their ``-pixels`` twins run
 gymnasium-robotics ``AdroitHand{Door,Hammer,Pen,Relocate}-v1`` (dense reward) with D4RL's episode
@@ -23,12 +23,8 @@ network, ``minari download D4RL/door/human-v2`` puts one under ``~/.minari/datas
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
-from envs.registry import TaskSpec, register_pair
-
+# The tasks (door, hammer, pen, relocate) are defined in envs/tasks.yaml; these tables repeat their
+# D4RL facts, and tests/test_adroit.py checks that the two agree.
 # D4RL reference returns (d4rl/infos.py, identical for the human/cloned/expert datasets).
 D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "door": (-56.512833, 2880.5693087298737),
@@ -51,10 +47,6 @@ def adroit_dataset_id(task: str, kind: str = DEFAULT_DATASET) -> str:
     return f"D4RL/{task}/{kind}-v2"
 
 
-def adroit_state(obs: Any) -> np.ndarray:
-    return np.asarray(obs, dtype=np.float32).reshape(-1)
-
-
 class GoalStepsSuccess:
     """D4RL's Adroit success: ``info['success']`` true on more than ``min_steps`` steps."""
 
@@ -67,31 +59,3 @@ class GoalStepsSuccess:
 
     def __repr__(self) -> str:
         return f"GoalStepsSuccess(more than {self.min_steps} steps with info[{self.key!r}])"
-
-
-for _name, (_env_id, _steps, _min_steps) in ADROIT.items():
-    _lo, _hi = D4RL_REF_SCORES[_name]
-    register_pair(
-        TaskSpec(
-            name=_name,
-            env_id=_env_id,
-            obs_mode="state",
-            max_episode_steps=_steps,
-            env_kwargs={"reward_type": "dense"},
-            success_key="success",
-            success_mode="custom",
-            success_fn=GoalStepsSuccess(_min_steps),
-            demo_source=f"minari:{adroit_dataset_id(_name)}",
-            expert="",
-            flatten=adroit_state,
-            image_size=64,
-            camera={},
-            ref_random_return=_lo,
-            ref_demo_return=_hi,
-            eval_episodes=20,
-            description=f"Adroit hand {_name} (gymnasium-robotics {_env_id}, D4RL), {_steps} steps, "
-            f"dense reward; success = goal achieved on more than {_min_steps} steps; "
-            f"norm_score with D4RL's reference scores.",
-            family=_name,
-        )
-    )

@@ -1,4 +1,4 @@
-"""ShadowHand Baoding, the CMIL paper's dexterity task (importing this module registers the tasks).
+"""ShadowHand Baoding, the CMIL paper's dexterity task: its env class and success rule.
 
 ``baoding`` (40-d state) and ``baoding-pixels`` (64x64 frames) run the task of PDDM
 (google-research/pddm, Apache License 2.0; the copy the CMIL reference code vendors, in
@@ -72,7 +72,6 @@ from gymnasium.envs.mujoco import MujocoEnv
 from gymnasium.utils import EzPickle
 
 from cmil_bench.errors import UserError
-from envs.registry import TaskSpec, register_pair
 
 BAODING_ENV_ID = "CmilBaoding-v0"
 EPISODE_STEPS = 120
@@ -352,7 +351,8 @@ def episode_success(dist: np.ndarray, dropped: np.ndarray) -> bool:
     return bool(np.mean(dist[-SUCCESS_WINDOW:]) <= SUCCESS_DIST)
 
 
-def _success_from_infos(infos: list[dict]) -> bool:
+def success_from_infos(infos: list[dict]) -> bool:
+    """Success of an episode from its step infos (``dist``, ``dropped``); envs/tasks.yaml names it."""
     return episode_success(np.array([i.get("dist", np.inf) for i in infos]),
                            np.array([bool(i.get("dropped", False)) for i in infos]))
 
@@ -487,40 +487,3 @@ class BaodingEnv(MujocoEnv, EzPickle):
         self.counter = step
         self._set_targets(step - 1 if step > 0 else RESET_TARGET_STEP)
         mujoco.mj_forward(self.model, d)
-
-
-if BAODING_ENV_ID not in gym.registry:
-    gym.register(BAODING_ENV_ID, entry_point="envs.baoding:BaodingEnv",
-                 max_episode_steps=EPISODE_STEPS)
-
-
-def baoding_state(obs) -> np.ndarray:
-    return np.asarray(obs, dtype=np.float32).reshape(-1)
-
-
-SOURCE_DATASET_ID = "cmil-bench/baoding/paper-v0"
-
-register_pair(
-    TaskSpec(
-        name="baoding",
-        env_id=BAODING_ENV_ID,
-        obs_mode="state",
-        max_episode_steps=EPISODE_STEPS,
-        env_kwargs={},
-        success_mode="custom",
-        success_fn=_success_from_infos,
-        demo_source=f"minari:{SOURCE_DATASET_ID}",
-        expert="",
-        flatten=baoding_state,
-        image_size=64,
-        camera=dict(CAMERA),
-        ref_random_return=None,
-        ref_demo_return=None,
-        eval_episodes=10,
-        description="ShadowHand Baoding (PDDM's model and task, counter-clockwise, on mujoco), "
-        "120 steps; reward = -5 x ball-to-target distances, -500 for a dropped ball (ends the "
-        "episode); success = no drop and mean ball-to-target distance <= 2 cm over the last 60 "
-        "steps; state = 40-d, pixels = 64x64 reference camera.",
-        family="baoding",
-    )
-)

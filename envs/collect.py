@@ -30,21 +30,48 @@ from cmil_bench.errors import UserError
 from envs.registry import TaskSpec, get_task, make_env
 
 MAX_ATTEMPT_FACTOR = 5
+REPO = Path(__file__).resolve().parents[1]  # expert policy files are relative to it
 
 
 def _spec(task: TaskSpec | str) -> TaskSpec:
     return get_task(task) if isinstance(task, str) else task
 
 
-def make_expert(spec: TaskSpec, env: gym.Env):
-    from envs.experts import EXPERTS
+def expert_factory(spec: TaskSpec) -> Callable[[gym.Env], Any]:
+    """What builds the expert of ``spec`` from its env: a scripted expert named in
+    envs.experts.EXPERTS, one given by dotted name (``pkg.module:Class``), or a policy file
+    (``*.pt``). UserError with one line when the task has none or it cannot be found."""
+    from envs.experts import EXPERTS, policy_file_expert
+    from envs.registry import resolve_dotted
 
-    if not spec.expert:
-        raise UserError(f"task {spec.name!r} has no scripted expert")
-    if spec.expert not in EXPERTS:
-        raise UserError(
-            f"task {spec.name!r}: unknown expert {spec.expert!r}; known: {sorted(EXPERTS)}")
-    return EXPERTS[spec.expert](env)
+    name = spec.expert
+    if not name:
+        raise UserError(f"task {spec.name!r} has no expert (its demos come from {spec.demo_source})")
+    if name.endswith(".pt"):
+        path = Path(name).expanduser()
+        if not path.is_absolute():
+            path = REPO / path
+        if not path.is_file():
+            fam = spec.family or spec.name
+            raise UserError(
+                f"task {spec.name!r}: no expert policy file {name} (looked for {path}); the trained "
+                f"policies are not shipped yet: train one with `cmil-bench expert --task {fam}` once "
+                f"that command exists and save it there, or write the demos yourself as the Minari "
+                f"dataset {default_dataset_id(spec)}")
+        return lambda env: policy_file_expert(path, env)
+    if name in EXPERTS:
+        return EXPERTS[name]
+    if ":" in name or "." in name:
+        factory = resolve_dotted(name, f"task {spec.name!r}: expert")
+        if not callable(factory):
+            raise UserError(f"task {spec.name!r}: expert {name!r} is not callable")
+        return factory
+    raise UserError(f"task {spec.name!r}: unknown expert {name!r}; known: {sorted(EXPERTS)}, a "
+                    "dotted name (package.module:Class) or a policy file (*.pt)")
+
+
+def make_expert(spec: TaskSpec, env: gym.Env):
+    return expert_factory(spec)(env)
 
 
 def rollout(env: gym.Env, spec: TaskSpec, policy: Callable[[Any, Any], np.ndarray] | None,
@@ -206,6 +233,7 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
         raise UserError(f"random_episodes must be a positive integer, got {random_episodes!r}")
     pixels = bool(pixels) or spec.obs_mode == "pixels"
     dataset_id = dataset_id or default_dataset_id(spec)
+    expert_factory(spec)  # a task without a usable expert stops before the dataset is touched
 
     with _datasets_root(root):
         path = clear_dataset_path(dataset_id, overwrite, "pass overwrite=True")
@@ -225,7 +253,8 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
                 out = _run_expert(env, spec, seed + attempts, keep_obs=True)
                 out["seed"] = seed + attempts
                 attempts += 1
-                if out["success"]:
+                # A task without a success rule (scored by return) keeps every expert episode.
+                if out["success"] or spec.success_mode == "none":
                     kept.append(out)
         finally:
             env.close()

@@ -178,3 +178,14 @@ EXPERTS: dict[str, Callable[[gym.Env], Expert]] = {
     "pointmaze": PointMazeExpert,
     "fetch-push": FetchPushExpert,
 }
+
+
+def policy_file_expert(path, env: gym.Env) -> Expert:  # noqa: ARG001 (filled in by `cmil-bench expert`)
+    """The expert of a task whose definition names a policy file (``experts/<task>.pt``).
+
+    Reading these files comes with `cmil-bench expert` (the trained locomotion policies); until
+    then an existing file cannot be rolled out."""
+    from cmil_bench.errors import UserError
+
+    raise UserError(f"{path}: this version cannot roll out expert policy files yet (they come with "
+                    "`cmil-bench expert`); write the task's demos as a Minari dataset instead")

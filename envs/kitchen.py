@@ -1,4 +1,4 @@
-"""Franka Kitchen, the CMIL paper's main benchmark (importing this module registers the tasks).
+"""Franka Kitchen, the CMIL paper's main benchmark: the success rule and the facts behind it.
 
 ``kitchen-mixed`` (state) and ``kitchen-mixed-pixels`` run gymnasium-robotics ``FrankaKitchen-v1``
 with the four subtasks of the paper's "mixed" setting: microwave, kettle, light switch and slide
@@ -9,7 +9,7 @@ cabinet, 280 steps.
   the episode return *is* that count.
 * Episodes always last 280 steps (``terminate_on_tasks_completed=False``), like the paper's
   demonstrations (281 rows, no terminal): an imitator never sees an early end the demos lack.
-* Success: all four subtasks completed (``success_mode="custom"``).
+* Success: all four subtasks completed (``all_subtasks_done``, named in envs/tasks.yaml).
 * State: the 59-d ``observation`` entry of the env's dict observation (robot joints and velocities,
   object positions and velocities, with the env's small observation noise).
 * Pixels: 64x64 RGB frames from the paper's top-down camera: distance 1.86, lookat
@@ -29,26 +29,19 @@ observations, mujoco-py simulator) do not fit the 59-d observations of this env.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 
-from envs.registry import TaskSpec, register_pair
-
 KITCHEN_ENV_ID = "FrankaKitchen-v1"
+# The task is defined in envs/tasks.yaml (``kitchen-mixed``); these constants repeat its facts for
+# the demo conversion (envs/sources.py) and the tests, which check that the two agree.
 # The paper's "mixed" subtasks, in the order its demonstrations perform them.
 MIXED_TASKS = ("microwave", "kettle", "light switch", "slide cabinet")
 EPISODE_STEPS = 280
 # The paper's 64x64 top-down camera.
 PAPER_CAMERA = {"distance": 1.86, "lookat": [-0.3, 0.5, 2.0], "azimuth": 90.0, "elevation": -60.0}
 PAPER_DATASET_ID = "cmil-bench/kitchen-mixed/paper-v0"
-
-
-def kitchen_state(obs: Any) -> np.ndarray:
-    """The 59-d state of FrankaKitchen-v1: the ``observation`` entry of its dict observation."""
-    if isinstance(obs, dict):
-        obs = obs["observation"]
-    return np.asarray(obs, dtype=np.float32).reshape(-1)
 
 
 def completed_subtasks(infos: Iterable[dict]) -> list[str]:
@@ -69,39 +62,6 @@ def all_subtasks_done(infos: list[dict], tasks: Iterable[str] = MIXED_TASKS) -> 
     """Success of a Kitchen episode: every subtask in ``tasks`` was completed at some step."""
     done = set(completed_subtasks(infos))
     return all(t in done for t in tasks)
-
-
-def _success_mixed(infos: list[dict]) -> bool:
-    return all_subtasks_done(infos, MIXED_TASKS)
-
-
-register_pair(
-    TaskSpec(
-        name="kitchen-mixed",
-        env_id=KITCHEN_ENV_ID,
-        obs_mode="state",
-        max_episode_steps=EPISODE_STEPS,
-        env_kwargs={
-            "tasks_to_complete": list(MIXED_TASKS),
-            "terminate_on_tasks_completed": False,
-            "remove_task_when_completed": True,
-        },
-        success_mode="custom",
-        success_fn=_success_mixed,
-        demo_source=f"minari:{PAPER_DATASET_ID}",
-        expert="",
-        flatten=kitchen_state,
-        image_size=64,
-        camera=dict(PAPER_CAMERA),
-        ref_random_return=0.0,
-        ref_demo_return=None,
-        eval_episodes=10,
-        description="Franka Kitchen (gymnasium-robotics FrankaKitchen-v1), subtasks microwave, "
-        "kettle, light switch, slide cabinet, 280 steps; return = subtasks completed (0..4), "
-        "success = all four; state = 59-d observation, pixels = 64x64 top-down camera.",
-        family="kitchen-mixed",
-    )
-)
 
 
 def render_fps(task: str = "kitchen-mixed-pixels", fast_render: bool = True, steps: int = 100,

@@ -42,7 +42,7 @@ def _sets(config: dict, sweep_name: str, variant: str, task: str) -> dict:
     return sweep.run_sets(spec, variant, task, task_entry(task).family, ts)
 
 
-@pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",)])
+@pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",), ("locomotion.yaml",)])
 def test_shipped_configs_pass(names):
     config = sweep.check(_merged(*names), SCHEMA)
     assert sweep.run_tables(config)["main"]
@@ -220,12 +220,29 @@ def test_dry_run_imports_no_simulator(workflow):
 
 
 @pytest.mark.slow
+def test_locomotion_config_plans_without_a_simulator(workflow):
+    """config/locomotion.yaml: four tasks x 1/4/10 demos x 5 seeds x five algorithms, the demos of
+    each task rolled out from its expert policy, DAC at 1M env steps with 1-in-20 subsampling."""
+    work, env = workflow
+    proc = _snakemake(work, env, "-n", "-p", "all", "--configfile", "config/locomotion.yaml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stats = proc.stdout[proc.stdout.index("Job stats:"):]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE)}
+    assert counts["run"] == 5 * 4 * 3 * 5 and counts["demos"] == 4
+    dac = [ln for ln in proc.stdout.splitlines() if "cmil-bench run --algo dac " in ln]
+    assert len(dac) == 60 and all("--set total_steps=1000000 " in ln and "subsample=20" in ln
+                                  for ln in dac)
+    assert "--preset" not in proc.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("config, key", [
     ("algo_setings={}", "'algo_setings'"),
     ("algos=[bcc]", "'algos[0]': unknown algorithm or variant 'bcc'"),
     ("tasks=[fetch-pus]", "'tasks[0]': unknown task 'fetch-pus'"),
     ("variants={x: {algo: bcc}}", "'variants.x.algo': unknown algorithm 'bcc'"),
     ("seeds=[a]", "'seeds[0]': 'a' is not of type 'integer'"),
+    ("task_definitions={car: {env_id: X}}", "'task_definitions.car': 'episode_steps' is a required property"),
 ])
 def test_bad_config_stops_the_workflow_before_any_job(workflow, config, key):
     work, env = workflow
