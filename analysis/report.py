@@ -584,6 +584,13 @@ def _sample_efficiency(df, finals, variants, metric, reps, seed, bar) -> dict:
         notes.append(f"The sample-efficiency areas compare the online algorithms on the "
                      f"{len(common)} settings that each of them has areas on; left out: "
                      f"{_left_out_text(left_out, limit=10**6)}.")
+    late = [f"{v} on {task} (up to {f:.0%})" for task, a in found["axes"].items()
+            for v, f in a["max_lag_fraction"].items() if f > efficiency.LAG_NOTE]
+    if late:
+        notes.append("Evaluations taken more than "
+                     f"{efficiency.LAG_NOTE:.0%} of an interval after their schedule point (an "
+                     "episode or iteration ends late), placed at the point, so these runs had "
+                     f"more env steps than their place on the axis says: {'; '.join(late)}.")
     if excluded:
         notes.append(f"{excluded} runs are left out of the sample-efficiency aggregates so that "
                      "every setting of an algorithm has the same number of seeds (the smallest "
@@ -634,7 +641,7 @@ def _efficiency_summary(eff: dict) -> dict:
     return {
         "method": "trapezoid rule over the shared evaluation points / axis length; rliable "
                   "stratified bootstrap over runs (IQM, median, mean)",
-        "max_lag_fraction": efficiency.MAX_LAG,
+        "lag_note_fraction": efficiency.LAG_NOTE,
         "axes": eff["axes"], "algorithms": list(eff["aggregates"]), "settings": eff["settings"],
         "left_out": [{"algorithm": v, "setting": s} for v, sts in eff["left_out"].items()
                      for s in sts],
@@ -874,9 +881,11 @@ def _readme_efficiency(summary: dict) -> list[str]:
              "axis (the schedule most algorithms of the task follow: budget and evaluation "
              "cadence from config.json, else the env steps metrics.csv records), by the "
              "trapezoid rule over the common evaluation points divided by the axis length (the "
-             "run's mean score over the axis); each run's k-th evaluation is placed at the k-th "
-             "point of the schedule (it was taken at the first point the run could stop at, at "
-             f"most {e['max_lag_fraction']:.0%} of an interval later); nothing is interpolated. "
+             "run's mean score over the axis). Each run's k-th evaluation is placed at the k-th "
+             "point of the schedule: it was taken at the first point the run could stop at (an "
+             "episode's or iteration's end) at or after that point and before the next one (a run "
+             "that is not is left out); the largest lag per task and algorithm is listed below. "
+             "Nothing is interpolated. "
              "Aggregated per algorithm (IQM, median, mean over runs x settings, rliable's "
              "stratified bootstrap) over the settings that every algorithm with areas has."]
     if e["offline"]:
@@ -885,8 +894,10 @@ def _readme_efficiency(summary: dict) -> list[str]:
     if e["axes"]:
         lines += ["", "Shared axes:", ""]
         for task, a in e["axes"].items():
+            lags = ", ".join(f"{v} {f:.0%}" for v, f in a["max_lag_fraction"].items())
             lines.append(f"- {task}: {efficiency.describe(a['points'])} ({a['runs']} runs of "
-                         f"{', '.join(a['variants'])}; largest lag {a['max_lag']} env steps)")
+                         f"{', '.join(a['variants'])}; largest lag {a['max_lag']} env steps; "
+                         f"largest lag as a share of the interval: {lags})")
     else:
         lines += ["", "No run is on a shared env-step axis: no areas."]
     if e["left_out"]:

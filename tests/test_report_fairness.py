@@ -189,12 +189,12 @@ def test_runs_off_the_shared_axis_are_refused_with_a_reason(tmp_path):
     # Evaluations off the run's own schedule (one skipped).
     with_schedule(set_env_steps(write_run(root, "b", "t1", 10, 2, 0.6), [1000, 3000, 3500, 4000]),
                   4000, 1000)
-    # Taken 300 env steps after its point: over 10 % of the interval.
-    with_schedule(set_env_steps(write_run(root, "a", "t1", 10, 2, 0.8), [1000, 2300, 3000, 4000]),
+    # Past its next point: the evaluation of 2000 came after 3000.
+    with_schedule(set_env_steps(write_run(root, "a", "t1", 10, 2, 0.8), [1000, 3000, 3500, 4000]),
                   4000, 1000)
-    # 50 steps late: placed at its schedule point, the lag reported.
+    # 300 steps after its point (an episode ended late): placed at the point, the lag named.
     late = with_schedule(set_env_steps(write_run(root, "a", "t1", 10, 3, 0.8),
-                                       [1050, 2000, 3000, 4000]), 4000, 1000)
+                                       [1000, 2300, 3000, 4000]), 4000, 1000)
     s = report(root, tmp_path / "out", reps=REPS, figures_too=False)
     e = s["sample_efficiency"]
     reasons = {Path(r["run_dir"]).relative_to(root).as_posix(): r["reason"] for r in e["refused"]}
@@ -202,8 +202,12 @@ def test_runs_off_the_shared_axis_are_refused_with_a_reason(tmp_path):
     assert "evaluation schedule (4 evaluations every 2000 env steps up to 8000) differs from the " \
            "one shared on t1 (4 evaluations every 1000 env steps up to 4000" in reasons["g/t1/d10/s0"]
     assert "do not follow its own schedule" in reasons["b/t1/d10/s2"]
-    assert "came 300 env steps after its schedule point 2000" in reasons["a/t1/d10/s2"]
-    assert e["axes"]["t1"]["max_lag"] == 50 and "g" not in e["aggregates"]
+    assert "its 4 evaluations (env steps 1000 to 4000) do not follow its own schedule (4 " \
+           "evaluations every 1000 env steps up to 4000" in reasons["a/t1/d10/s2"]
+    assert e["axes"]["t1"]["max_lag"] == 300 and "g" not in e["aggregates"]
+    assert e["axes"]["t1"]["max_lag_fraction"] == {"a": 0.3, "b": 0.0}
+    assert any("more env steps than their place on the axis says: a on t1 (up to 30%)" in n
+               for n in s["notes"])
     assert any("no run of g is on it" in n for n in s["notes"])
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "g/t1/d10/s1`: its evaluation schedule" in readme
@@ -222,8 +226,15 @@ def test_a_tie_between_schedules_refuses_the_task_and_no_config_uses_recorded_st
         set_env_steps(write_run(root, "b", "t1", 10, seed, 0.6), [500, 1000, 1500, 2000])
         write_run(root, "a", "t2", 10, seed, 0.8)
         write_run(root, "b", "t2", 10, seed, 0.6)
+    # Without config.json the recorded steps are the schedule: other steps, another schedule.
+    odd = set_env_steps(write_run(root, "a", "t2", 10, 5, 0.8), [700, 2000, 3100, 4000])
     s = report(root, tmp_path / "out", reps=REPS, figures_too=False)
     e = s["sample_efficiency"]
+    t2 = [r for r in e["refused"] if r["task"] == "t2"]
+    assert [r["run_dir"] for r in t2] == [str(odd)]
+    assert "its evaluation schedule (4 evaluations at env steps 700, 2000, 3100, 4000) differs " \
+           "from the one shared on t2 (4 evaluations every 1000 env steps up to 4000, 4 runs of " \
+           "a, b)" in t2[0]["reason"]
     t1 = [r for r in e["refused"] if r["task"] == "t1"]
     assert len(t1) == 4 and all("no evaluation schedule is shared by most algorithms on t1"
                                 in r["reason"] for r in t1)
