@@ -11,7 +11,9 @@ before the next); how far after the point it was taken (its *lag*, at most an ep
 iteration) is reported per task and per algorithm, and flagged above ``LAG_NOTE`` of the
 interval. A run without a readable ``config.json`` is
 placed at the env steps its metrics.csv records, and shares an axis only with runs recorded at
-exactly those steps.
+exactly those steps. An evaluation at env step 0 (before the first step, after an offline
+pre-training such as CMIL's BC start) is no point of the schedule: it is left out of the area, and
+counted per task and algorithm.
 
 Per task, the schedule followed by the most algorithms (then the most runs) is the task's shared
 axis. A run on another schedule, with evaluations off its own schedule, with a missing value or
@@ -114,6 +116,7 @@ def shared_axes(rows: pd.DataFrame, finals: pd.DataFrame, metric: str,
 
     # Each online run's placement on its schedule.
     online_variants = set(finals.loc[finals["env_steps"] > 0, "variant"])
+    initial: set[str] = set()  # runs with an evaluation at env step 0
     placed: dict[str, tuple] = {}  # run_dir -> (points, values, lag, source, lag fraction)
     for i, start in enumerate(starts):
         run_dir = dirs[start]
@@ -123,6 +126,11 @@ def shared_axes(rows: pd.DataFrame, finals: pd.DataFrame, metric: str,
                 refuse(run_dir, "it never steps the environment (env_steps = 0), unlike the "
                                 "other runs of its algorithm")
             continue
+        if steps[0] == 0:
+            # Evaluated before its first env step (after offline pre-training, as CMIL's BC
+            # start): not a point of the schedule, left out of the area and counted.
+            initial.add(run_dir)
+            steps, values = steps[steps > 0], values[steps > 0]
         sched = schedules.get(run_dir)
         if sched is None:
             points, lag, frac, source = steps, 0.0, 0.0, "metrics.csv"
@@ -184,6 +192,9 @@ def shared_axes(rows: pd.DataFrame, finals: pd.DataFrame, metric: str,
                       "schedule_from": sorted({placed[d][3] for d in keep}),
                       "variants": sorted({variant_of[d] for d in keep}),
                       "runs": len(keep), "max_lag": int(max(placed[d][2] for d in keep)),
+                      "initial_evaluation_left_out": {
+                          v: n for v in sorted({variant_of[d] for d in keep})
+                          if (n := sum(1 for d in keep if variant_of[d] == v and d in initial))},
                       "max_lag_fraction": {v: round(max(placed[d][4] for d in keep
                                                         if variant_of[d] == v), 4)
                                            for v in sorted({variant_of[d] for d in keep})}}

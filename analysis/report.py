@@ -584,6 +584,11 @@ def _sample_efficiency(df, finals, variants, metric, reps, seed, bar) -> dict:
         notes.append(f"The sample-efficiency areas compare the online algorithms on the "
                      f"{len(common)} settings that each of them has areas on; left out: "
                      f"{_left_out_text(left_out, limit=10**6)}.")
+    zero = sorted({v for a in found["axes"].values() for v in a["initial_evaluation_left_out"]})
+    if zero:
+        notes.append(f"The evaluations at env step 0 of {', '.join(zero)} (before any env step, "
+                     "e.g. after an offline pre-training) are no point of the shared axis and are "
+                     "left out of the sample-efficiency areas.")
     late = [f"{v} on {task} (up to {f:.0%})" for task, a in found["axes"].items()
             for v, f in a["max_lag_fraction"].items() if f > efficiency.LAG_NOTE]
     if late:
@@ -895,9 +900,13 @@ def _readme_efficiency(summary: dict) -> list[str]:
         lines += ["", "Shared axes:", ""]
         for task, a in e["axes"].items():
             lags = ", ".join(f"{v} {f:.0%}" for v, f in a["max_lag_fraction"].items())
+            zero = a["initial_evaluation_left_out"]
             lines.append(f"- {task}: {efficiency.describe(a['points'])} ({a['runs']} runs of "
                          f"{', '.join(a['variants'])}; largest lag {a['max_lag']} env steps; "
-                         f"largest lag as a share of the interval: {lags})")
+                         f"largest lag as a share of the interval: {lags}"
+                         + ("; evaluation at env step 0 left out of the area: "
+                            + ", ".join(f"{v} ({n} runs)" for v, n in zero.items()) if zero else "")
+                         + ")")
     else:
         lines += ["", "No run is on a shared env-step axis: no areas."]
     if e["left_out"]:

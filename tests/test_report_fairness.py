@@ -34,6 +34,14 @@ def set_env_steps(run: Path, steps) -> Path:
     return run
 
 
+def add_initial_evaluation(run: Path, score: float) -> Path:
+    """An evaluation row at env step 0, as CMIL writes after its BC start."""
+    df = pd.read_csv(run / "metrics.csv")
+    first = df.sort_values("env_steps").iloc[[0]].assign(env_steps=0, grad_steps=1, norm_score=score)
+    pd.concat([first, df]).to_csv(run / "metrics.csv", index=False)
+    return run
+
+
 # -- the headline over the common settings ------------------------------------------------------
 
 @pytest.fixture()
@@ -149,6 +157,8 @@ def test_report_auc_per_run_and_its_interval_equal_rliables(tmp_path):
                 f = base + 0.03 * seed + (0.05 if task == "t2" else 0.0)
                 run = write_run(root, algo, task, 10, seed, f)
                 with_schedule(run, EVALS * 1000, 1000)
+                if algo == "a":  # not on the axis: left out of the area
+                    add_initial_evaluation(run, 0.9)
                 finals[str(run)] = f
             write_run(root, "c", task, 10, seed, 0.5, offline=True)
     out = tmp_path / "out"
@@ -163,6 +173,8 @@ def test_report_auc_per_run_and_its_interval_equal_rliables(tmp_path):
     assert e["offline"] == ["c"] and list(e["aggregates"]) == ["a", "b"]
     assert e["axes"]["t1"]["points"] == [1000, 2000, 3000, 4000]
     assert e["axes"]["t1"]["schedule_from"] == ["config.json"] and e["refused"] == []
+    assert e["axes"]["t1"]["initial_evaluation_left_out"] == {"a": 4}
+    assert any("evaluations at env step 0 of a" in n for n in s["notes"])
     # The interval is rliable's own on the same resampling indices.
     for v in ("a", "b"):
         sub = runs[runs["variant"] == v].rename(columns={"auc_norm_score": "score"})
