@@ -92,7 +92,8 @@ def shared_axes(rows: pd.DataFrame, finals: pd.DataFrame, metric: str,
     Returns {"runs": frame (run_dir, variant, task_label, setting, n_demos, seed, auc),
     "refused": [{run_dir, algorithm, task, n_demos, seed, reason}], "offline": [variants that
     never step the environment], "axes": {task: {points, schedule_from, variants, runs,
-    max_lag}}}.
+    max_lag (env steps), initial_evaluation_left_out ({variant: runs}), max_lag_fraction
+    ({variant: largest lag / interval})}}}.
     """
     keys = finals["run_dir"].tolist()
     variant_of = dict(zip(keys, finals["variant"]))
