@@ -11,13 +11,22 @@ computed and how (see also the README written next to the results):
 * *setting*: one (task, demo count[, demo source when a task has several]); an *algorithm* is
   the ``variant`` column (the algorithm name when empty), so ablations are compared as their own
   rows;
+* the *headline* (aggregates, performance profiles, probabilities of improvement) compares the
+  algorithms only on the settings that every one of them ran; the algorithm x setting pairs left
+  out are named (README, summary.json ``headline``, stdout). With no setting common to all there
+  is no headline comparison, only the per-algorithm tables;
 * aggregates (IQM, median, mean, optimality gap at 1 for normalised scores) per algorithm over
-  all its settings, and per (algorithm, demo count) over its tasks. rliable needs the same number
-  of runs in every setting, so each setting keeps the runs with the smallest seeds up to the
-  algorithm's common count (the runs left out are counted in summary.json);
+  the common settings, and per (algorithm, demo count) over the algorithm's own tasks. rliable
+  needs the same number of runs in every setting, so each setting keeps the runs with the
+  smallest seeds up to the algorithm's common count (the runs left out are counted in
+  summary.json);
 * per-setting tables use every run (one array per setting, rliable's independent bootstrap);
-* probability of improvement for every ordered pair over the settings the two share (runs of
-  the two resampled independently);
+* probability of improvement for every ordered pair over the common settings (runs of the two
+  resampled independently);
+* sample efficiency (``analysis.efficiency``): the area under each online run's curve over its
+  task's shared env-step axis (trapezoid rule / axis length), aggregated per algorithm (IQM,
+  median, mean with rliable intervals) over the settings every algorithm with areas has; runs off
+  the axis are named with their reason, offline algorithms (BC) are left out;
 * sample-efficiency curves: per (algorithm, setting), IQM over seeds at each of the
   algorithm's own evaluations (the k-th evaluation of every run, x = median step of those),
   pointwise CI bands. x is env steps; an algorithm that never steps the environment (BC:
@@ -44,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import figures, stats
+from analysis import efficiency, figures, stats
 from analysis import jobs as jobs_mod
 from analysis.runs import final_scores, load_runs, read_manifest
 from cmil_bench.errors import UserError
@@ -57,6 +66,11 @@ NORMALISED = ("norm_score", "eval_success")
 METRIC_LABELS = {"norm_score": "Normalized score", "eval_success": "Success rate",
                  "eval_return": "Return"}
 N_TAUS = 101
+AUC_NAMES = ["IQM", "Median", "Mean"]
+NO_HEADLINE = ("No setting (task x demo count) is common to all algorithms: no headline "
+               "comparison (no aggregates table, performance profiles or probabilities of "
+               "improvement); the per-task and per-demo-count tables show each algorithm on its "
+               "own settings.")
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -204,6 +218,9 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
     settings_of = {v: [s for s in setting_order if s in set(by_v[v]["setting"])] for v in variants}
     demo_counts = sorted(int(n) for n in finals["n_demos"].unique())
     task_labels = sorted(finals["task_label"].unique())
+    # The headline compares the algorithms on the settings every one of them ran.
+    common, left_out = common_settings(settings_of, setting_order)
+    headline = bool(common)
 
     running = _running_runs(info.get("running"), finals, metric) if include_running else None
     extra = [] if running is None else sorted(set(running["_variant"]) - set(variants))
@@ -228,21 +245,23 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
                         figures.seed_curves, f"{task}: every seed", panels, colors, label,
                         fig_dir / f"seed_curves_{_slug(task)}")
 
-    n_pairs = sum(1 for x in variants for y in variants
-                  if x != y and set(settings_of[x]) & set(settings_of[y]))
-    bar.add(len(variants) * (4 + len(demo_counts)) + n_pairs
+    n_pairs = len(variants) * (len(variants) - 1) if headline else 0
+    bar.add(len(variants) * (4 + len(demo_counts)) + n_pairs + len(variants)
             + int(finals[["variant", "task_label", "n_demos"]].drop_duplicates().shape[0]))
 
-    # Aggregates per algorithm over its settings, and per (algorithm, demo count).
+    # Headline aggregates per algorithm over the common settings, and per (algorithm, demo
+    # count) over the algorithm's own tasks.
     agg, agg_demos, matrices = {}, {}, {}
     excluded = 0
     for v in variants:
-        matrix, kept = stats.score_matrix(by_v[v], settings_of[v])
-        matrices[v] = matrix
-        excluded += len(by_v[v]) - len(kept)
-        agg[v] = {"estimates": stats.aggregates(matrix, with_gap, reps, seed, f"agg/{v}"),
-                  "settings": settings_of[v], "runs_used": int(matrix.size),
-                  "runs_finished": int(len(by_v[v])), "seeds_per_setting": int(matrix.shape[0])}
+        if headline:
+            matrix, kept = stats.score_matrix(by_v[v], common)
+            matrices[v] = matrix
+            excluded += int(by_v[v]["setting"].isin(common).sum()) - len(kept)
+            agg[v] = {"estimates": stats.aggregates(matrix, with_gap, reps, seed, f"agg/{v}"),
+                      "settings": list(common), "runs_used": int(matrix.size),
+                      "runs_finished": int(len(by_v[v])),
+                      "seeds_per_setting": int(matrix.shape[0])}
         bar.step(f"aggregates {v}")
         agg_demos[v] = {}
         for n in demo_counts:
@@ -260,11 +279,11 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
         notes.append(f"{excluded} runs are left out of the aggregates, profiles and probabilities "
                      "of improvement so that every setting of an algorithm has the same number of "
                      "seeds (the smallest seeds are kept); the per-task tables use every run.")
-    if len({tuple(s) for s in settings_of.values()}) > 1:
-        notes.append("Algorithms do not all cover the same settings; each aggregate is over the "
-                     "algorithm's own settings (see the Settings column), and each probability "
-                     "of improvement over the settings the pair shares.")
-    single = [v for v in variants if agg[v]["seeds_per_setting"] <= 1]
+    if not headline:
+        notes.append(NO_HEADLINE)
+    elif left_out:
+        notes.append(_left_out_note(common, left_out))
+    single = [v for v in variants if v in agg and agg[v]["seeds_per_setting"] <= 1]
     if single:
         notes.append(f"Only one seed per setting for {', '.join(single)}: the bootstrap has "
                      "nothing to resample over runs and their aggregate CIs collapse to the point "
@@ -292,16 +311,11 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
                                  "n_runs": int(len(rows)),
                                  "seeds": sorted(int(x) for x in rows["seed"])}
 
-    # Probability of improvement, every ordered pair.
+    # Probability of improvement, every ordered pair, over the common settings.
     poi = []
     for x in variants:
         for y in variants:
-            common = [s for s in settings_of[x] if s in settings_of[y]]
-            if x == y:
-                continue
-            if not common:
-                if x < y:
-                    notes.append(f"{x} and {y} share no setting: no probability of improvement.")
+            if x == y or not headline:
                 continue
             mx, _ = stats.score_matrix(by_v[x], common)
             my, _ = stats.score_matrix(by_v[y], common)
@@ -311,16 +325,19 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
     if len(variants) == 1:
         notes.append("Only one algorithm: no probability of improvement.")
 
-    # Performance profiles.
-    all_scores = np.concatenate([m.ravel() for m in matrices.values()])
-    lo_t = min(0.0, float(all_scores.min())) if metric in NORMALISED else float(all_scores.min())
-    hi_t = max(1.0, float(all_scores.max())) if metric in NORMALISED else float(all_scores.max())
-    if hi_t <= lo_t:
-        hi_t = lo_t + 1.0
-    taus = np.linspace(lo_t, hi_t, N_TAUS)
-    profs, prof_cis = {}, {}
+    # Performance profiles over the common settings.
+    profs, prof_cis, taus = {}, {}, None
+    if headline:
+        all_scores = np.concatenate([m.ravel() for m in matrices.values()])
+        lo_t = min(0.0, float(all_scores.min())) if metric in NORMALISED else float(all_scores.min())
+        hi_t = max(1.0, float(all_scores.max())) if metric in NORMALISED else float(all_scores.max())
+        if hi_t <= lo_t:
+            hi_t = lo_t + 1.0
+        taus = np.linspace(lo_t, hi_t, N_TAUS)
     for v in variants:
-        profs[v], prof_cis[v] = stats.performance_profile(matrices[v], taus, reps, seed, f"prof/{v}")
+        if headline:
+            profs[v], prof_cis[v] = stats.performance_profile(matrices[v], taus, reps, seed,
+                                                              f"prof/{v}")
         bar.step(f"performance profile {v}")
 
     # Sample-efficiency curves.
@@ -335,16 +352,25 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
     if include_running:
         notes.append(_running_note(info, drawn, curves))
 
+    # Sample efficiency: area under each online run's curve over its task's shared env-step axis.
+    eff = _sample_efficiency(df, finals, variants, metric, reps, seed, bar)
+    notes += eff["notes"]
+
     # Output files.
     scope = f"final {metric} (last {last_k} evaluation{'s' if last_k > 1 else ''})"
 
-    t_agg = pd.DataFrame([{"Algorithm": v, **{n: _fmt(agg[v]["estimates"][n], digits) for n in names},
-                           "Settings": len(agg[v]["settings"]),
-                           "Seeds/setting": agg[v]["seeds_per_setting"]} for v in variants])
-    rel(_write_table(t_agg, tables_dir / "aggregates",
-                     f"Aggregate {scope} over settings (task x demo count), point estimate "
-                     "[95% stratified-bootstrap CI].", "tab:aggregates"),
-        "aggregates (IQM, median, mean, optimality gap) per algorithm")
+    if headline:
+        over = ("over settings (task x demo count)" if not left_out else
+                f"over the {len(common)} settings (task x demo count) that every algorithm ran "
+                f"(left out: {_left_out_text(left_out)})")
+        t_agg = pd.DataFrame([{"Algorithm": v, **{n: _fmt(agg[v]["estimates"][n], digits)
+                                                  for n in names},
+                               "Settings": len(agg[v]["settings"]),
+                               "Seeds/setting": agg[v]["seeds_per_setting"]} for v in variants])
+        rel(_write_table(t_agg, tables_dir / "aggregates",
+                         f"Aggregate {scope} {over}, point estimate "
+                         "[95% stratified-bootstrap CI].", "tab:aggregates"),
+            "aggregates (IQM, median, mean, optimality gap) per algorithm")
 
     t_demo = pd.DataFrame([{"Algorithm": v, **{f"{n} demos": _fmt(agg_demos[v][n]["estimates"]["IQM"], digits)
                                                if n in agg_demos[v] else "–" for n in demo_counts}}
@@ -378,7 +404,10 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
                  None), 2)) for y in variants}} for x in variants])
         rel(_write_table(t_poi, tables_dir / "probability_of_improvement",
                          "Probability of improvement P(X > Y) of the row over the column "
-                         "[95% CI], over the settings both share.", "tab:poi"),
+                         "[95% CI], over the settings both share." if not left_out else
+                         "Probability of improvement P(X > Y) of the row over the column "
+                         f"[95% CI], over the {len(common)} settings that every algorithm ran.",
+                         "tab:poi"),
             "probability of improvement, every ordered pair")
 
     per_run = finals.drop(columns=["task_label"]).rename(columns={"score": f"final_{metric}",
@@ -386,10 +415,17 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
     tables_dir.mkdir(parents=True, exist_ok=True)
     per_run.to_csv(tables_dir / "final_scores.csv", index=False)
     files["tables/final_scores.csv"] = "final score of every run used"
+    rel(_efficiency_tables(eff, tables_dir, metric, label), "sample efficiency: area under the "
+        "curve over the shared env-step axis")
 
     if figures_too:
         _figures(pool, fig_dir, variants, colors, names, label, agg, agg_demos, demo_counts,
                  profs, prof_cis, taus, poi, curves, per_setting, task_labels)
+        if eff["aggregates"]:
+            pool.submit("sample efficiency: area under the curve with 95% CIs",
+                        figures.aggregates, {v: e["estimates"] for v, e in eff["aggregates"].items()},
+                        AUC_NAMES, colors, f"AUC of {label.lower()}",
+                        fig_dir / "sample_efficiency_auc")
         for paths, what in pool.results():
             rel(paths, what)
 
@@ -404,7 +440,7 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
         "algorithms": variants, "tasks": task_labels, "demo_counts": demo_counts,
         "aggregates": {v: {**{n: _est(e) for n, e in agg[v]["estimates"].items()},
                            **{k: agg[v][k] for k in ("settings", "runs_used", "runs_finished",
-                                                     "seeds_per_setting")}} for v in variants},
+                                                     "seeds_per_setting")}} for v in agg},
         "aggregates_by_demos": {v: {str(n): {**{m: _est(e) for m, e in d["estimates"].items()},
                                              **{k: d[k] for k in ("tasks", "runs_used",
                                                                   "seeds_per_setting")}}
@@ -415,6 +451,13 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
                             for s, e in per_setting[v].items()} for v in variants},
         "probability_of_improvement": [{k: (_num(r[k]) if k in ("value", "lo", "hi") else r[k])
                                         for k in r} for r in poi],
+        "headline": {"comparison": headline, "settings": list(common),
+                     "left_out": [{"algorithm": v, "setting": st,
+                                   "task": per_setting[v][st]["task"],
+                                   "n_demos": per_setting[v][st]["n_demos"],
+                                   "runs": per_setting[v][st]["n_runs"]}
+                                  for v, sts in left_out.items() for st in sts]},
+        "sample_efficiency": _efficiency_summary(eff),
         "notes": notes,
         "files": sorted([*files, "summary.json", "README.md"]),
     }
@@ -430,17 +473,20 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
 
 def _figures(pool, fig_dir, variants, colors, names, label, agg, agg_demos, demo_counts, profs,
              prof_cis, taus, poi, curves, per_setting, task_labels) -> None:
-    """Hands every figure but the seed curves (handed over earlier) to ``pool``."""
-    pool.submit("aggregates with 95% CIs", figures.aggregates,
-                {v: agg[v]["estimates"] for v in variants}, names, colors, label,
-                fig_dir / "aggregates")
+    """Hands every figure but the seed curves (handed over earlier) to ``pool``; without a
+    headline comparison (``agg`` empty) no aggregate or profile figure."""
+    if agg:
+        pool.submit("aggregates with 95% CIs", figures.aggregates,
+                    {v: agg[v]["estimates"] for v in variants}, names, colors, label,
+                    fig_dir / "aggregates")
     demo_est = {f"{v} d{n}": agg_demos[v][n]["estimates"] for v in variants for n in demo_counts
                 if n in agg_demos[v]}
     demo_colors = {f"{v} d{n}": colors[v] for v in variants for n in demo_counts}
     pool.submit("aggregates per (algorithm, demo count)", figures.aggregates, demo_est, names,
                 demo_colors, label, fig_dir / "aggregates_by_demos")
-    pool.submit("performance profiles", figures.profiles, profs, prof_cis, taus, colors,
-                rf"{label} ($\tau$)", fig_dir / "performance_profiles")
+    if profs:
+        pool.submit("performance profiles", figures.profiles, profs, prof_cis, taus, colors,
+                    rf"{label} ($\tau$)", fig_dir / "performance_profiles")
     if poi:
         pool.submit("probability of improvement", figures.probability_of_improvement, poi, colors,
                     fig_dir / "probability_of_improvement")
@@ -467,6 +513,150 @@ def _series(points):
     xs = [p[0] for p in points]
     return (np.array(xs, dtype=float), np.array([p[1][0] for p in points]),
             np.array([p[1][1] for p in points]), np.array([p[1][2] for p in points]))
+
+
+# -- the common settings of the headline ---------------------------------------------------------
+
+def common_settings(settings_of: dict[str, list[str]], setting_order: list[str]
+                    ) -> tuple[list[str], dict[str, list[str]]]:
+    """The settings every algorithm ran (in ``setting_order``) and, per algorithm, its settings
+    left out of the comparison ({algorithm: [setting...]}, only algorithms with some)."""
+    common = [s for s in setting_order if all(s in own for own in settings_of.values())]
+    left_out = {v: [s for s in own if s not in common] for v, own in settings_of.items()}
+    return common, {v: sts for v, sts in left_out.items() if sts}
+
+
+def _left_out_text(left_out: dict[str, list[str]], limit: int = 8) -> str:
+    """'bc x hopper d1, hopper d5; gail x maze d10' (at most ``limit`` settings named per
+    algorithm, the others counted)."""
+    parts = []
+    for v, sts in left_out.items():
+        named = ", ".join(sts[:limit]) + (f" and {len(sts) - limit} more" if len(sts) > limit else "")
+        parts.append(f"{v} x {named}")
+    return "; ".join(parts)
+
+
+def _left_out_note(common: list[str], left_out: dict[str, list[str]]) -> str:
+    n = sum(len(s) for s in left_out.values())
+    return (f"The headline (aggregates, performance profiles, probabilities of improvement) "
+            f"compares the algorithms on the {len(common)} settings (task x demo count) that every "
+            f"one of them ran; {n} algorithm x setting pair{'s' if n != 1 else ''} left out of it: "
+            f"{_left_out_text(left_out, limit=10**6)}. Those runs stay in the per-task and "
+            "per-demo-count tables and figures.")
+
+
+# -- sample efficiency (area under the curve over the shared env-step axis) ------------------------
+
+def _sample_efficiency(df, finals, variants, metric, reps, seed, bar) -> dict:
+    """Per-run areas (``analysis.efficiency``), aggregated per online algorithm over the settings
+    every algorithm with an area ran, with rliable intervals (IQM, median, mean)."""
+    rows = df[["run_dir", "env_steps", "eval_index", metric]]
+    found = efficiency.shared_axes(rows, finals, metric,
+                                   efficiency.read_schedules(finals["run_dir"]))
+    runs = found["runs"]
+    with_auc = [v for v in variants if v in set(runs["variant"])]
+    settings_of = {v: [s for s in _setting_order(finals)
+                       if s in set(runs.loc[runs["variant"] == v, "setting"])] for v in with_auc}
+    common, left_out = common_settings(settings_of, _setting_order(finals))
+    aggs, excluded = {}, 0
+    for v in variants:
+        if v in with_auc and common:
+            sub = runs[runs["variant"] == v].rename(columns={"auc": "score"})
+            matrix, kept = stats.score_matrix(sub, common)
+            excluded += int(sub["setting"].isin(common).sum()) - len(kept)
+            aggs[v] = {"estimates": stats.aggregates(matrix, False, reps, seed, f"auc/{v}"),
+                       "n_settings": len(common), "runs_used": int(matrix.size),
+                       "seeds_per_setting": int(matrix.shape[0])}
+        bar.step(f"sample efficiency {v}")
+    refused_variants = [v for v in variants if v not in with_auc and v not in found["offline"]]
+    notes = []
+    if found["refused"]:
+        n = len(found["refused"])
+        notes.append(f"{n} online run{'s are' if n != 1 else ' is'} left out of the "
+                     "sample-efficiency areas, as not on their task's shared env-step axis "
+                     "(each with its reason in summary.json, sample_efficiency.refused)"
+                     + (f"; no run of {', '.join(refused_variants)} is on it" if refused_variants
+                        else "") + ".")
+    if with_auc and not common:
+        notes.append("The online algorithms with an area under the curve share no setting: no "
+                     "sample-efficiency comparison.")
+    elif left_out:
+        notes.append(f"The sample-efficiency areas compare the online algorithms on the "
+                     f"{len(common)} settings that each of them has areas on; left out: "
+                     f"{_left_out_text(left_out, limit=10**6)}.")
+    zero = sorted({v for a in found["axes"].values() for v in a["initial_evaluation_left_out"]})
+    if zero:
+        notes.append(f"The evaluations at env step 0 of {', '.join(zero)} (before any env step, "
+                     "e.g. after an offline pre-training) are no point of the shared axis and are "
+                     "left out of the sample-efficiency areas.")
+    late = [f"{v} on {task} (up to {f:.0%})" for task, a in found["axes"].items()
+            for v, f in a["max_lag_fraction"].items() if f > efficiency.LAG_NOTE]
+    if late:
+        notes.append("Evaluations taken more than "
+                     f"{efficiency.LAG_NOTE:.0%} of an interval after their schedule point (an "
+                     "episode or iteration ends late), placed at the point, so these runs had "
+                     f"more env steps than their place on the axis says: {'; '.join(late)}.")
+    if excluded:
+        notes.append(f"{excluded} runs are left out of the sample-efficiency aggregates so that "
+                     "every setting of an algorithm has the same number of seeds (the smallest "
+                     "seeds are kept).")
+    return {**found, "variants": with_auc, "settings": common, "left_out": left_out,
+            "aggregates": aggs, "excluded": excluded, "refused_variants": refused_variants,
+            "notes": notes}
+
+
+def _efficiency_caption(eff: dict, label: str) -> str:
+    absent = [f"{v} (offline: its axis is gradient steps; a flat line at its final score in the "
+              "sample-efficiency figures)" for v in eff["offline"]]
+    absent += [f"{v} (no run on its task's shared env-step axis)" for v in eff["refused_variants"]]
+    text = (f"Sample efficiency: area under each run's {label.lower()} curve over its task's "
+            "shared env-step axis (trapezoid rule over the common evaluation points, divided by "
+            "the axis length: the mean score over the axis), aggregated over the "
+            f"{len(eff['settings'])} settings (task x demo count) shared by these algorithms, "
+            "point estimate [95% stratified-bootstrap CI].")
+    if eff["refused"]:
+        text += (f" {len(eff['refused'])} runs off the shared axis are left out (see "
+                 "README/summary.json).")
+    if absent:
+        text += " Not in this table: " + "; ".join(absent) + "."
+    return text
+
+
+def _efficiency_tables(eff: dict, tables_dir: Path, metric: str, label: str) -> list[Path]:
+    """tables/sample_efficiency_auc.{md,tex} (when any algorithm has an aggregate) and the area
+    of every run (tables/sample_efficiency_auc_runs.csv, when any run has one)."""
+    paths: list[Path] = []
+    digits = 2 if metric in NORMALISED else 1
+    if eff["aggregates"]:
+        table = pd.DataFrame([{"Algorithm": v,
+                               **{n: _fmt(e["estimates"][n], digits) for n in AUC_NAMES},
+                               "Settings": e["n_settings"], "Seeds/setting": e["seeds_per_setting"]}
+                              for v, e in eff["aggregates"].items()])
+        paths += _write_table(table, tables_dir / "sample_efficiency_auc",
+                              _efficiency_caption(eff, label), "tab:sample-efficiency-auc")
+    if len(eff["runs"]):
+        tables_dir.mkdir(parents=True, exist_ok=True)
+        csv = tables_dir / "sample_efficiency_auc_runs.csv"
+        eff["runs"].rename(columns={"auc": f"auc_{metric}"}).to_csv(csv, index=False)
+        paths.append(csv)
+    return paths
+
+
+def _efficiency_summary(eff: dict) -> dict:
+    return {
+        "method": "trapezoid rule over the shared evaluation points / axis length; rliable "
+                  "stratified bootstrap over runs (IQM, median, mean)",
+        "lag_note_fraction": efficiency.LAG_NOTE,
+        "axes": eff["axes"], "algorithms": list(eff["aggregates"]), "settings": eff["settings"],
+        "left_out": [{"algorithm": v, "setting": s} for v, sts in eff["left_out"].items()
+                     for s in sts],
+        "offline": eff["offline"],
+        "aggregates": {v: {**{n: _est(x) for n, x in e["estimates"].items()},
+                           **{k: e[k] for k in ("n_settings", "runs_used", "seeds_per_setting")}}
+                       for v, e in eff["aggregates"].items()},
+        "left_out_for_equal_seeds": int(eff["excluded"]),
+        "refused": eff["refused"],
+    }
 
 
 # -- runs in progress (--include-running) --------------------------------------------------------
@@ -661,6 +851,8 @@ def _readme(summary: dict, files: dict[str, str]) -> str:
         "of an algorithm's own evaluations, pointwise CI bands; offline algorithms "
         "(env_steps = 0) are flat dashed lines at their final score.", "",
     ]
+    lines += ["## Headline comparison", ""] + _readme_headline(summary) + [""]
+    lines += ["## Sample efficiency", ""] + _readme_efficiency(summary) + [""]
     if summary["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in summary["notes"]] + [""]
     if r["skipped"]:
@@ -669,6 +861,63 @@ def _readme(summary: dict, files: dict[str, str]) -> str:
     lines += ["## Files", "", "- `summary.json`: every number above, the run counts and notes"]
     lines += [f"- `{name}`: {what}" for name, what in sorted(files.items())]
     return "\n".join(lines) + "\n"
+
+
+def _readme_headline(summary: dict) -> list[str]:
+    h = summary["headline"]
+    if not h["comparison"]:
+        return [NO_HEADLINE]
+    lines = [f"Aggregates, performance profiles and probabilities of improvement compare the "
+             f"algorithms on the {len(h['settings'])} settings (task x demo count) that every one "
+             "of them ran (variants count as algorithms)."]
+    if h["left_out"]:
+        lines += ["", "Left out of it (they stay in the per-task and per-demo-count tables and "
+                  "figures):", ""]
+        lines += [f"- {e['algorithm']} x {e['setting']} ({e['runs']} run{'s' if e['runs'] != 1 else ''})"
+                  for e in h["left_out"]]
+    else:
+        lines[0] += " Nothing is left out."
+    return lines
+
+
+def _readme_efficiency(summary: dict) -> list[str]:
+    e = summary["sample_efficiency"]
+    lines = ["Area under each online run's curve of the metric over its task's shared env-step "
+             "axis (the schedule most algorithms of the task follow: budget and evaluation "
+             "cadence from config.json, else the env steps metrics.csv records), by the "
+             "trapezoid rule over the common evaluation points divided by the axis length (the "
+             "run's mean score over the axis). Each run's k-th evaluation is placed at the k-th "
+             "point of the schedule: it was taken at the first point the run could stop at (an "
+             "episode's or iteration's end) at or after that point and before the next one (a run "
+             "that is not is left out); the largest lag per task and algorithm is listed below. "
+             "Nothing is interpolated. "
+             "Aggregated per algorithm (IQM, median, mean over runs x settings, rliable's "
+             "stratified bootstrap) over the settings that every algorithm with areas has."]
+    if e["offline"]:
+        lines += ["", f"Offline, not in the table (their axis is gradient steps; a flat line at "
+                  f"their final score in the sample-efficiency figures): {', '.join(e['offline'])}."]
+    if e["axes"]:
+        lines += ["", "Shared axes:", ""]
+        for task, a in e["axes"].items():
+            lags = ", ".join(f"{v} {f:.0%}" for v, f in a["max_lag_fraction"].items())
+            zero = a["initial_evaluation_left_out"]
+            lines.append(f"- {task}: {efficiency.describe(a['points'])} ({a['runs']} runs of "
+                         f"{', '.join(a['variants'])}; largest lag {a['max_lag']} env steps; "
+                         f"largest lag as a share of the interval: {lags}"
+                         + ("; evaluation at env step 0 left out of the area: "
+                            + ", ".join(f"{v} ({n} runs)" for v, n in zero.items()) if zero else "")
+                         + ")")
+    else:
+        lines += ["", "No run is on a shared env-step axis: no areas."]
+    if e["left_out"]:
+        lines += ["", "Settings left out of the comparison: "
+                  + "; ".join(f"{x['algorithm']} x {x['setting']}" for x in e["left_out"]) + "."]
+    if e["refused"]:
+        lines += ["", f"Runs off the shared axis ({len(e['refused'])}, left out of the areas):", ""]
+        lines += [f"- `{r['run_dir']}`: {r['reason']}" for r in e["refused"][:30]]
+        if len(e["refused"]) > 30:
+            lines.append(f"- ... and {len(e['refused']) - 30} more (summary.json)")
+    return lines
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -713,9 +962,27 @@ def run_from_args(args: argparse.Namespace) -> int:
     print(f"report: {r['used']} finished runs used ({drawn}{r['in_progress_ignored']} in progress "
           f"ignored, {len(r['skipped'])} skipped), {len(summary['algorithms'])} algorithms, "
           f"{len(summary['tasks'])} tasks, {summary['seconds']} s -> {Path(args.out) / 'README.md'}")
-    for v in summary["algorithms"]:
+    h = summary["headline"]
+    if not h["comparison"]:
+        print("  no setting is common to all algorithms: no headline comparison (per-algorithm "
+              "tables only)")
+    else:
+        dropped = {}
+        for e in h["left_out"]:
+            dropped.setdefault(e["algorithm"], []).append(e["setting"])
+        print(f"  headline over the {len(h['settings'])} settings every algorithm ran; left out: "
+              + (_left_out_text(dropped, limit=4) if dropped else "none"))
+    for v in summary["aggregates"]:
         iqm = summary["aggregates"][v]["IQM"]
         print(f"  {v:24s} IQM {iqm['value']:.3f} [{iqm['lo']:.3f}, {iqm['hi']:.3f}]")
+    e = summary["sample_efficiency"]
+    if e["aggregates"]:
+        print(f"  sample efficiency (area under the curve over the shared env-step axis, "
+              f"{len(e['settings'])} settings; {len(e['refused'])} runs off the axis, offline: "
+              f"{', '.join(e['offline']) or 'none'}):")
+        for v, a in e["aggregates"].items():
+            iqm = a["IQM"]
+            print(f"  {v:24s} AUC IQM {iqm['value']:.3f} [{iqm['lo']:.3f}, {iqm['hi']:.3f}]")
     return 0
 
 
