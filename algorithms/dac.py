@@ -136,8 +136,8 @@ class Config(BaseConfig):
 
 PRESETS = {
     # Scale only (cmil_bench.config.SCALE_KEYS): the default sweep's matched budget and warm-up.
-    "cpu": {"total_steps": 2_400, "eval_every": 600, "actor_hidden": (64, 64), "critic_hidden": (64, 64),
-            "disc_hidden": (64, 64), "random_steps": 500, "learning_starts": 500, "actor_delay": 500},
+    "cpu": {"total_steps": 1_200, "eval_every": 600, "actor_hidden": (64, 64), "critic_hidden": (64, 64),
+            "disc_hidden": (64, 64), "random_steps": 300, "learning_starts": 300, "actor_delay": 300},
     # A few seconds, for tests.
     "smoke": {"total_steps": 600, "eval_every": 300, "eval_episodes": 2, "random_steps": 50,
               "learning_starts": 50, "actor_delay": 10, "batch_size": 16, "actor_hidden": (32,),
