@@ -136,7 +136,7 @@ class Config(BaseConfig):
 
 PRESETS = {
     # Scale only (cmil_bench.config.SCALE_KEYS): the default sweep's matched budget and warm-up.
-    "cpu": {"total_steps": 1_200, "eval_every": 600, "actor_hidden": (64, 64), "critic_hidden": (64, 64),
+    "cpu": {"total_steps": 2_400, "eval_every": 600, "actor_hidden": (64, 64), "critic_hidden": (64, 64),
             "disc_hidden": (64, 64), "random_steps": 300, "learning_starts": 300, "actor_delay": 300},
     # A few seconds, for tests.
     "smoke": {"total_steps": 600, "eval_every": 300, "eval_episodes": 2, "random_steps": 50,

@@ -137,7 +137,7 @@ class Config(BaseConfig):
 
 PRESETS = {
     # Scale only (cmil_bench.config.SCALE_KEYS): the default sweep's matched budget (README, "Budgets").
-    "cpu": {"total_steps": 1_200, "eval_every": 600, "n_envs": 2, "num_minibatches": 4},
+    "cpu": {"total_steps": 2_400, "eval_every": 600, "n_envs": 2, "num_minibatches": 4},
     # A few seconds, for tests.
     "smoke": {"total_steps": 240, "eval_every": 120, "eval_episodes": 2, "n_envs": 2,
               "rollout_len": 60, "num_minibatches": 4, "disc_batch_size": 32, "hidden": (16,),

@@ -59,7 +59,7 @@ class Config(LatentConfig):
 PRESETS = {
     # Scale only (cmil_bench.config.SCALE_KEYS): CPU sizes and the sweep's matched budget.
     "cpu": {
-        "total_steps": 1_200, "eval_every": 600,
+        "total_steps": 2_400, "eval_every": 600,
         "batch_size": 16, "expert_batch_size": 16, "seq_len": 16,
         "deter": 128, "hidden": 128,
         "mlp_layers": (128, 128), "cnn_depth": 16,

@@ -65,7 +65,7 @@ def test_list_prints_what_a_preset_changes(capsys):
     assert lines[0].startswith("dac --preset cpu: ")
     table = {ln.split()[0]: ln.split(None, 1)[1] for ln in lines[2:]}
     assert lines[1].split() == ["key", "default", "preset"]
-    assert table["total_steps"].split() == ["200000", "1200"]
+    assert table["total_steps"].split() == ["200000", "2400"]
     assert table["actor_hidden"] == "(400, 300)  (64, 64)"
     assert "agent" not in table and "actor_lr" not in table
     rc, out, _ = call_cli(["list", "--algo", "gail"], capsys)

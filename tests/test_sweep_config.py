@@ -71,7 +71,7 @@ def test_default_sweep_budgets_and_variants():
     config = sweep.check(_load("default.yaml"), SCHEMA)
     for algo in ONLINE:
         for task in ("pointmaze-umaze", "fetch-push", "fetch-push-pixels"):  # a pixel twin by family
-            assert _sets(config, "main", algo, task) == {"total_steps": 1200, "eval_every": 600}, algo
+            assert _sets(config, "main", algo, task) == {"total_steps": 2400, "eval_every": 600}, algo
     assert _sets(config, "main", "bc", "fetch-push") == {}
     # variants: the tuned GAIL keeps its pointmaze learning rate; the long ones leave the budget
     config["algos"] = ["gail-cpu-tuned", "dac-long", "gail-long", "cmil-w0", "bc-wd"]
@@ -79,11 +79,11 @@ def test_default_sweep_budgets_and_variants():
     assert "lr" not in _sets(config, "main", "gail-cpu-tuned", "fetch-push")
     assert _sets(config, "main", "dac-long", "fetch-push")["total_steps"] == 50000
     assert _sets(config, "main", "gail-long", "pointmaze-umaze")["total_steps"] == 300000
-    assert _sets(config, "main", "cmil-w0", "fetch-push") == {"total_steps": 1200, "eval_every": 600,
+    assert _sets(config, "main", "cmil-w0", "fetch-push") == {"total_steps": 2400, "eval_every": 600,
                                                               "penalty_weight": 0}
     assert _sets(config, "main", "bc-wd", "fetch-push") == {"weight_decay": 1.0e-3}
     # the ablation has the same budgets; the smoke sweep (preset smoke) has none
-    assert _sets(config, "ablation", "cmil[penalty_weight=0]", "fetch-push")["total_steps"] == 1200
+    assert _sets(config, "ablation", "cmil[penalty_weight=0]", "fetch-push")["total_steps"] == 2400
     config["smoke"]["tasks"] = ["fetch-push"]
     assert _sets(config, "smoke", "dac", "fetch-push") == {}
     paper = sweep.check(_merged("paper.yaml"), SCHEMA)
@@ -283,10 +283,10 @@ def test_dry_run_imports_no_simulator(workflow):
     dac_push = [ln for ln in proc.stdout.splitlines()
                 if "cmil-bench run --algo dac " in ln and "--task fetch-push " in ln]
     assert len(dac_push) == 3
-    assert all("--preset cpu --set total_steps=1200 --set eval_every=600 " in ln for ln in dac_push)
+    assert all("--preset cpu --set total_steps=2400 --set eval_every=600 " in ln for ln in dac_push)
     for algo in ("gail", "vmail", "cmil"):
         runs = [ln for ln in proc.stdout.splitlines() if f"cmil-bench run --algo {algo} " in ln]
-        assert len(runs) == 6 and all("--set total_steps=1200 --set eval_every=600 " in ln for ln in runs)
+        assert len(runs) == 6 and all("--set total_steps=2400 --set eval_every=600 " in ln for ln in runs)
     bc = [ln for ln in proc.stdout.splitlines() if "cmil-bench run --algo bc " in ln]
     assert len(bc) == 24 and not any("total_steps" in ln for ln in bc)
 
