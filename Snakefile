@@ -5,8 +5,8 @@
 #   snakemake --cores 2 ablation    CMIL's conservatism switches (results/ablation/)
 #   snakemake --profile profiles/slurm all     the same on a SLURM cluster
 #
-# Everything (algorithms, tasks, demo counts, seeds, presets, per-task settings, resources) comes
-# from the config, checked against config/schema.yaml before planning;
+# Everything (algorithms, tasks, demo counts, seeds, presets, matched budgets, per-task settings,
+# resources) comes from the config, checked against config/schema.yaml before planning;
 # `snakemake all --configfile config/paper.yaml` switches to the paper's settings.
 
 import os
@@ -166,7 +166,8 @@ def _run_inputs(wc):
 
 def _run_args(wc):
     name, spec = _spec(wc)
-    args = sweep.run_args(spec, wc.variant, wc.task, _family(wc.task), SECTIONS[name]["task_settings"])
+    sec = SECTIONS[name]
+    args = sweep.run_args(spec, wc.variant, wc.task, _family(wc.task), sec["task_settings"], sec["budgets"])
     return " ".join([shlex.quote(a) for a in args] + [_defs_arg(wc)]).strip()
 
 

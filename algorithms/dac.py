@@ -157,15 +157,9 @@ class Config(BaseConfig):
 
 
 PRESETS = {
-    # benchmarks/RESULTS.md, "GAIL and DAC (cpu preset, states, 10 demos)" and the DAC tables after it.
-    "cpu": {"agent": "sac", "total_steps": 12_000, "eval_every": 3_000,
-            "actor_hidden": (64, 64), "critic_hidden": (64, 64), "disc_hidden": (64, 64),
-            "batch_size": 128, "demo_ratio": 0.25, "random_steps": 500, "learning_starts": 500,
-            "actor_delay": 250, "eval_ema_tau": 0.002},
-    # The paper's DAC at the cpu budget (benchmarks/RESULTS.md, "What was tried on fetch-push").
-    "cpu-paper": {"agent": "td3", "total_steps": 12_000, "eval_every": 3_000,
-                  "actor_hidden": (64, 64), "critic_hidden": (64, 64), "disc_hidden": (64, 64),
-                  "batch_size": 128},
+    # Scale only (cmil_bench.config.SCALE_KEYS): the default sweep's matched budget and warm-up.
+    "cpu": {"total_steps": 2_400, "eval_every": 600, "actor_hidden": (64, 64), "critic_hidden": (64, 64),
+            "disc_hidden": (64, 64), "random_steps": 300, "learning_starts": 300, "actor_delay": 300},
     # A few seconds, for tests.
     "smoke": {"total_steps": 600, "eval_every": 300, "eval_episodes": 2, "random_steps": 50,
               "learning_starts": 50, "actor_delay": 10, "batch_size": 16, "actor_hidden": (32,),

@@ -147,13 +147,11 @@ class Config(BaseConfig):
 
 
 PRESETS = {
-    # benchmarks/RESULTS.md, "GAIL and DAC (cpu preset, states, 10 demos)" and GAIL's session 3.
-    "cpu": {"total_steps": 300_000, "eval_every": 50_000, "n_envs": 8, "num_minibatches": 4,
-            "disc_warmup_epochs": 20, "disc_max_batches": 8, "log_std_init": -1.0, "lr": 1e-3},
+    # Scale only (cmil_bench.config.SCALE_KEYS): the default sweep's matched budget (README, "Budgets").
+    "cpu": {"total_steps": 2_400, "eval_every": 600, "n_envs": 2, "num_minibatches": 4},
     # A few seconds, for tests.
     "smoke": {"total_steps": 240, "eval_every": 120, "eval_episodes": 2, "n_envs": 2,
-              "rollout_len": 60, "ppo_epochs": 2, "num_minibatches": 4, "disc_batch_size": 32,
-              "disc_warmup_iters": 1, "disc_warmup_epochs": 2, "disc_epochs": 1, "hidden": (16,),
+              "rollout_len": 60, "num_minibatches": 4, "disc_batch_size": 32, "hidden": (16,),
               "disc_hidden": (16,), "cnn_depth": 4, "feature_dim": 16},
 }
 

@@ -144,22 +144,19 @@ class Config(LatentConfig):
 
 
 PRESETS = {
-    # The CPU sweep's sizes, KL scale and rates: benchmarks/RESULTS.md, "World models: V-MAIL and CMIL".
+    # Scale only (cmil_bench.config.SCALE_KEYS): CPU sizes and the sweep's matched budget.
     "cpu": {
-        "total_steps": 5_000, "eval_every": 2_500, "kl_scale": 0.01,
-        "seed_steps": 500, "train_every": 7, "updates_per_train": 1,
+        "total_steps": 2_400, "eval_every": 600,
         "batch_size": 16, "expert_batch_size": 16, "seq_len": 16,
-        "deter": 128, "stoch": 32, "hidden": 128,
+        "deter": 128, "hidden": 128,
         "mlp_layers": (128, 128), "cnn_depth": 16,
         "actor_layers": (128, 128), "critic_layers": (128, 128), "disc_hidden": (128, 128),
         "imag_starts": 48, "log_disagreement_n": 48,
-        "actor_lr": 3e-4, "critic_lr": 3e-4, "disc_lr": 3e-4,
     },
-    # A few seconds: to check that everything runs.
+    # A few seconds of sizes.
     "smoke": {
         "total_steps": 120, "eval_every": 60, "eval_episodes": 2, "seed_steps": 20,
-        "train_every": 20, "updates_per_train": 1,
-        "batch_size": 4, "expert_batch_size": 4, "seq_len": 8, "horizon": 5,
+        "batch_size": 4, "expert_batch_size": 4, "seq_len": 8,
         "deter": 32, "stoch": 8, "hidden": 32, "mlp_layers": (32,),
         "cnn_depth": 4, "actor_layers": (32,), "critic_layers": (32,), "disc_hidden": (32,),
         "log_disagreement_n": 16,

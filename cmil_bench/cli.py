@@ -117,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_report(sub)
     _add_status(sub)
-    sub.add_parser("list", help="list tasks and algorithms",
-                   description="List the registered tasks (with mode and env id) and algorithms.")
+    p = sub.add_parser("list", help="list tasks and algorithms, or what a preset changes",
+                       description="List the registered tasks (with mode and env id) and algorithms. "
+                                   "With --algo A: A's presets; with --preset P too: every key the "
+                                   "preset(s) change against A's reference defaults (key, default, "
+                                   "preset value).")
+    p.add_argument("--algo", help="an algorithm: list its presets")
+    p.add_argument("--preset", help="preset names of --algo, comma-separated, applied left to right")
     for name in ("demos", "run", "evaluate", "list"):
         _add_tasks_option(sub.choices[name])
     return parser
@@ -188,9 +193,40 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _cmd_list(_args) -> int:
+def _fmt_value(v) -> str:
+    if isinstance(v, (tuple, list)):
+        return str(tuple(v))
+    return str(v)
+
+
+def _list_presets(algo: str, preset: str | None) -> int:
+    """What the presets of ``algo`` change against its Config defaults (the reference's)."""
+    from algorithms import get_algorithm
+    from cmil_bench.config import preset_changes
+
+    mod = get_algorithm(algo)
+    presets = getattr(mod, "PRESETS", {}) or {}
+    if not preset:
+        print(f"{algo}: presets {', '.join(sorted(presets)) or 'none'} "
+              f"(`cmil-bench list --algo {algo} --preset NAME` shows what one changes)")
+        return 0
+    rows = preset_changes(mod.Config, presets, preset, algo)
+    print(f"{algo} --preset {preset}: {len(rows)} keys differ from the reference defaults")
+    table = [("key", "default", "preset")] + [(k, _fmt_value(d), _fmt_value(v)) for k, d, v in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(2)]
+    for k, d, v in table:
+        print(f"  {k:{widths[0]}s}  {d:{widths[1]}s}  {v}")
+    return 0
+
+
+def _cmd_list(args) -> int:
     from algorithms import available
     from envs.registry import get_task, list_tasks
+
+    if args.preset and not args.algo:
+        raise UserError("--preset needs --algo (e.g. cmil-bench list --algo cmil --preset cpu)")
+    if args.algo:
+        return _list_presets(args.algo, args.preset)
 
     print("tasks:")
     for name in list_tasks():

@@ -156,6 +156,55 @@ def check_key_name(key: str, where: str) -> None:
         raise UserError(f"config key {key!r} (from {where}) was removed: {REMOVED[key]}")
 
 
+# ------------------------------------------------------------------ presets change scale only
+# A preset (``PRESETS`` in algorithms/*.py) may change only these keys: how big and how long, never
+# what the method does. Scale is: the budget and the evaluation (total_steps, eval_every,
+# eval_episodes), where it runs (device, torch_threads), network widths and depths, batch and
+# sequence sizes (imag_starts counts imagined trajectories per update, a batch size like the
+# replay batch it is drawn from), replay capacity, the number of environments and rollout sizes,
+# a diagnostic's sample size (log_disagreement_n), and the warm-up phases measured in env steps or
+# updates before a learner starts (seed_steps, random_steps, learning_starts, actor_delay): a
+# reference warm-up of 5,000 env steps does not fit in a budget of a few thousand. Not scale, so
+# never in a preset: learning rates, loss weights and scales, update ratios (train_every,
+# updates_per_train), update counts of an offline phase (pretrain_steps, bc_init_steps), epochs,
+# horizons, the ensemble size (the sweep YAML may set it), another learner or BC start; such a
+# change is a named variant in config/*.yaml. tests/test_presets.py checks every preset.
+_RUN_SCALE = frozenset({"total_steps", "eval_every", "eval_episodes", "device", "torch_threads"})
+_LATENT_SCALE = _RUN_SCALE | {
+    "seed_steps", "replay_size", "batch_size", "expert_batch_size", "seq_len", "imag_starts",
+    "deter", "stoch", "hidden", "mlp_layers", "cnn_depth", "actor_layers", "critic_layers",
+    "disc_hidden", "log_disagreement_n"}
+SCALE_KEYS: dict[str, frozenset[str]] = {
+    "bc": _RUN_SCALE | {"batch_size", "hidden", "cnn_depth"},
+    "gail": _RUN_SCALE | {"n_envs", "rollout_len", "num_minibatches", "disc_batch_size", "hidden",
+                          "disc_hidden", "cnn_depth", "feature_dim"},
+    "dac": _RUN_SCALE | {"batch_size", "replay_size", "actor_hidden", "critic_hidden", "disc_hidden",
+                         "cnn_depth", "feature_dim", "random_steps", "learning_starts", "actor_delay"},
+    "vmail": _LATENT_SCALE,
+    "cmil": _LATENT_SCALE | {"bc_init_batch"},
+}
+
+
+def check_scale_only(algo: str, presets: dict[str, dict]) -> None:
+    """UserError naming every preset key of ``algo`` that is not a scale key (``SCALE_KEYS``)."""
+    if algo not in SCALE_KEYS:
+        raise UserError(f"no scale keys are listed for algorithm {algo!r} (cmil_bench.config.SCALE_KEYS)")
+    bad = [f"{name}.{k}" for name, layer in presets.items() for k in layer if k not in SCALE_KEYS[algo]]
+    if bad:
+        raise UserError(f"{algo}: presets change scale only; not scale keys: {', '.join(bad)} "
+                        "(make such a change a named variant in config/*.yaml)")
+
+
+def preset_changes(cfg_cls, presets: dict[str, dict] | None, preset: str | list[str] | None,
+                   algo: str = "") -> list[tuple[str, Any, Any]]:
+    """``(key, reference default, value after the presets)`` for every key that the preset(s)
+    change, in the Config's field order (a key set to its default is left out)."""
+    ref = cfg_cls()
+    cfg = build_config(cfg_cls, presets, preset, None, algo)
+    return [(f.name, getattr(ref, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(cfg_cls)
+            if getattr(cfg, f.name) != getattr(ref, f.name)]
+
+
 def preset_names(preset: str | list[str] | tuple[str, ...] | None) -> list[str]:
     """``"cpu,pixels"`` (or ``["cpu", "pixels"]``) -> ``["cpu", "pixels"]``; None or "" -> []."""
     if not preset:

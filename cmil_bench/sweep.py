@@ -3,9 +3,11 @@
 ``check`` validates the merged config against ``config/schema.yaml`` (every key documented
 there) and then the names in it: algorithms, variants and tasks must exist (the built-in tasks
 and those the config defines under ``task_definitions``, checked against envs/task_schema.yaml),
-and old config keys are refused with their new names. ``run_tables`` lists the runs of each sweep section, and
-``run_args`` gives one run's ``cmil-bench run`` arguments, with the per-task settings
-(``task_settings``) placed after the presets and before every explicit ``set:``.
+and old config keys are refused with their new names. ``run_tables`` lists the runs of each
+sweep section, and ``run_args`` gives one run's ``cmil-bench run`` arguments: the presets, then
+the matched budget of the task (``budgets``: one env-step budget and evaluation schedule for
+every online algorithm), then the per-task settings (``task_settings``), then every explicit
+``set:``.
 
 The Snakefile imports this module to plan, so it imports nothing heavy (no gymnasium, MuJoCo,
 torch or minari): a dry run works without the simulators.
@@ -25,6 +27,12 @@ from cmil_bench.errors import UserError
 
 class SweepConfigError(UserError):
     """A sweep config that the schema or the name checks refuse."""
+
+
+# Algorithms whose budget axis is gradient steps (they never step an environment while training):
+# the sweep's matched env-step budgets (``budgets``) do not apply to them; they keep their own.
+OFFLINE_ALGOS = frozenset({"bc"})
+BUDGET_KEYS = ("total_steps", "eval_every")
 
 
 def _key(path) -> str:
@@ -139,6 +147,32 @@ def _check_task_settings(ts: dict | None, where: str, tasks, runnable) -> None:
             _check_sets(sets, f"{where}.{task}.{name}")
 
 
+def budget_for(budgets: dict | None, task: str, family: str) -> dict | None:
+    """The matched budget of ``task``: its own entry, else its family's; None without one."""
+    budgets = budgets or {}
+    return budgets.get(task) or budgets.get(family)
+
+
+def _check_budgets(budgets: dict | None, where: str, task_names, tasks) -> None:
+    """Budget entries name known tasks or families, evaluate within the budget, and cover every
+    task of the sweep section (``tasks``) when there are any."""
+    from envs.catalog import task_entry
+
+    if not budgets:
+        return
+    for name, b in budgets.items():
+        if name not in task_names:
+            raise _unknown(f"{where}.{name}", name, "task or task family", task_names)
+        if b["eval_every"] > b["total_steps"]:
+            raise SweepConfigError(f"key '{where}.{name}.eval_every': {b['eval_every']} is more than "
+                                   f"its total_steps {b['total_steps']}")
+    for task in tasks or []:
+        if budget_for(budgets, task, task_entry(task).family) is None:
+            raise SweepConfigError(f"key {where!r}: task {task!r} has no budget (give one under "
+                                   f"{task!r} or its family {task_entry(task).family!r}), so its "
+                                   "online algorithms would not share one")
+
+
 def check_names(config: dict) -> None:
     """Every algorithm, variant and task named in ``config`` exists; no old config key is used."""
     from algorithms import ALGORITHMS
@@ -174,6 +208,7 @@ def check_names(config: dict) -> None:
             raise _unknown(f"algo_settings.{name}", name, "algorithm or variant", runnable)
         _check_sets(s.get("set"), f"algo_settings.{name}.set")
     _check_task_settings(config.get("task_settings"), "task_settings", task_names, runnable)
+    _check_budgets(config.get("budgets"), "budgets", task_names, config.get("tasks"))
     for name in config.get("resources") or {}:
         if name != "default" and name not in runnable:
             raise _unknown(f"resources.{name}", name, "algorithm or variant", runnable | {"default"})
@@ -181,6 +216,7 @@ def check_names(config: dict) -> None:
     each("smoke.algos", smoke.get("algos"), "algorithm or variant", runnable)
     each("smoke.tasks", smoke.get("tasks"), "task", TASKS)
     _check_task_settings(smoke.get("task_settings"), "smoke.task_settings", task_names, runnable)
+    _check_budgets(smoke.get("budgets"), "smoke.budgets", task_names, smoke.get("tasks"))
     abl = config.get("ablation") or {}
     if abl:
         if abl.get("algo", "cmil") not in algos:
@@ -189,6 +225,7 @@ def check_names(config: dict) -> None:
         _check_sets(abl.get("set"), "ablation.set")
         _check_sets(abl.get("switches"), "ablation.switches")
         _check_task_settings(abl.get("task_settings"), "ablation.task_settings", task_names, runnable)
+        _check_budgets(abl.get("budgets"), "ablation.budgets", task_names, abl.get("tasks"))
 
 
 def check(config: dict, schema_path: str | Path) -> dict:
@@ -203,16 +240,18 @@ def check(config: dict, schema_path: str | Path) -> dict:
 
 def sections(config: dict) -> dict[str, dict]:
     """Sweep name -> its section: algos (or the ablation's algo and switches), tasks, demos,
-    seeds, demo_episodes, report_reps, task_settings. Top-level task_settings belong to the main
-    sweep only; smoke and ablation read their own."""
+    seeds, demo_episodes, report_reps, budgets, task_settings. Top-level budgets and
+    task_settings belong to the main sweep only; smoke and ablation read their own."""
     main = {"algos": config["algos"], "tasks": config["tasks"], "demos": config["demos"],
             "seeds": config["seeds"], "demo_episodes": config.get("demo_episodes", 50),
             "report_reps": config.get("report_reps", 2000),
+            "budgets": config.get("budgets") or {},
             "task_settings": config.get("task_settings") or {}}
     smoke = dict(config.get("smoke") or {})
     smoke["force_demos"] = True
     abl = dict(config.get("ablation") or {})
     for sec in (smoke, abl):
+        sec["budgets"] = sec.get("budgets") or {}
         sec["task_settings"] = sec.get("task_settings") or {}
     return {"main": main, "smoke": smoke, "ablation": abl}
 
@@ -259,11 +298,16 @@ def run_tables(config: dict) -> dict[str, dict[str, dict]]:
             "ablation": ablation_table(secs["ablation"]) if secs["ablation"].get("switches") else {}}
 
 
-def run_sets(spec: dict, variant: str, task: str, family: str, task_settings: dict) -> dict:
-    """The ``--set`` values of one run, later wins: the algorithm's entry under the task's family,
-    then under the task, the variant's the same way, then the spec's own ``set`` (algo_settings,
+def run_sets(spec: dict, variant: str, task: str, family: str, task_settings: dict,
+             budgets: dict | None = None) -> dict:
+    """The ``--set`` values of one run, later wins: the task's matched budget (``budgets``; online
+    algorithms only), the algorithm's entry under the task's family in ``task_settings``, then
+    under the task, the variant's the same way, then the spec's own ``set`` (algo_settings,
     variants, the ablation's set and switch)."""
     out: dict[str, Any] = {}
+    budget = budget_for(budgets, task, family)
+    if budget and spec["algo"] not in OFFLINE_ALGOS:
+        out.update({k: budget[k] for k in BUDGET_KEYS})
     for who in dict.fromkeys((spec["algo"], variant)):
         for where in dict.fromkeys((family, task)):
             out.update(((task_settings or {}).get(where) or {}).get(who) or {})
@@ -275,11 +319,12 @@ def _fmt(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
 
 
-def run_args(spec: dict, variant: str, task: str, family: str, task_settings: dict) -> list[str]:
+def run_args(spec: dict, variant: str, task: str, family: str, task_settings: dict,
+             budgets: dict | None = None) -> list[str]:
     """``cmil-bench run`` arguments of one run (without task, demos, seed and folder)."""
     args = ["--algo", spec["algo"], "--variant", variant]
     if spec["preset"]:
         args += ["--preset", spec["preset"]]
-    for k, v in run_sets(spec, variant, task, family, task_settings).items():
+    for k, v in run_sets(spec, variant, task, family, task_settings, budgets).items():
         args += ["--set", f"{k}={_fmt(v)}"]
     return args

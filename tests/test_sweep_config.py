@@ -34,38 +34,92 @@ def _merged(*names: str) -> dict:
     return config
 
 
-def _sets(config: dict, sweep_name: str, variant: str, task: str) -> dict:
-    from envs.catalog import task_entry
-
-    spec = sweep.run_tables(config)[sweep_name][variant]
-    ts = sweep.sections(config)[sweep_name]["task_settings"]
-    return sweep.run_sets(spec, variant, task, task_entry(task).family, ts)
-
-
-@pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",), ("locomotion.yaml",)])
+@pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",), ("adroit.yaml",),
+                                   ("locomotion.yaml",)])
 def test_shipped_configs_pass(names):
     config = sweep.check(_merged(*names), SCHEMA)
     assert sweep.run_tables(config)["main"]
 
 
-def test_default_sweep_keeps_its_per_task_values():
+ONLINE = ("gail", "dac", "vmail", "cmil")
+
+
+def _sets(config: dict, sweep_name: str, variant: str, task: str) -> dict:
+    from envs.catalog import task_entry
+
+    spec = sweep.run_tables(config)[sweep_name][variant]
+    sec = sweep.sections(config)[sweep_name]
+    return sweep.run_sets(spec, variant, task, task_entry(task).family, sec["task_settings"], sec["budgets"])
+
+
+@pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",), ("adroit.yaml",)])
+def test_every_online_algorithm_gets_the_same_budget_on_a_task(names):
+    """Matched budgets: in every shipped sweep, every online algorithm of `algos` runs each task
+    with the same total_steps and eval_every (from `budgets`), and BC keeps its own."""
+    config = sweep.check(_merged(*names), SCHEMA)
+    algos = sweep.run_tables(config)["main"]
+    assert set(ONLINE) <= set(algos)
+    for task in config["tasks"]:
+        budgets = {name: {k: _sets(config, "main", name, task).get(k) for k in sweep.BUDGET_KEYS}
+                   for name, spec in algos.items() if spec["algo"] != "bc"}
+        assert len({tuple(b.values()) for b in budgets.values()}) == 1, (task, budgets)
+        assert None not in next(iter(budgets.values())).values()
+        own = config["algo_settings"]["bc"].get("set") or {}  # BC: its gradient budget, if any
+        assert _sets(config, "main", "bc", task).get("total_steps") == own.get("total_steps")
+
+
+def test_default_sweep_budgets_and_variants():
     config = sweep.check(_load("default.yaml"), SCHEMA)
-    assert _sets(config, "main", "dac", "fetch-push") == {"total_steps": 12500, "eval_every": 2500}
-    assert _sets(config, "main", "gail", "fetch-push") == {"total_steps": 30000, "eval_every": 10000,
-                                                           "lr": 3.0e-4}
-    assert _sets(config, "main", "dac", "fetch-push-pixels")["total_steps"] == 12500  # by family
-    assert _sets(config, "main", "dac", "pointmaze-umaze") == {}
-    config["algos"] = ["dac-long", "gail-long", "dac-paper"]
-    assert _sets(config, "main", "dac-long", "fetch-push") == {"total_steps": 50000, "eval_every": 5000}
-    assert _sets(config, "main", "gail-long", "fetch-push") == {"total_steps": 300000, "eval_every": 30000,
-                                                                "lr": 3.0e-4}
-    assert _sets(config, "main", "dac-paper", "fetch-push")["total_steps"] == 12500  # its algorithm's
-    # the smoke sweep (preset smoke) does not get the main sweep's per-task settings
+    for algo in ONLINE:
+        for task in ("pointmaze-umaze", "fetch-push", "fetch-push-pixels"):  # a pixel twin by family
+            assert _sets(config, "main", algo, task) == {"total_steps": 2400, "eval_every": 600}, algo
+    assert _sets(config, "main", "bc", "fetch-push") == {}
+    # variants: the tuned GAIL keeps its pointmaze learning rate; the long ones leave the budget
+    config["algos"] = ["gail-cpu-tuned", "dac-long", "gail-long", "cmil-w0", "bc-wd"]
+    assert _sets(config, "main", "gail-cpu-tuned", "pointmaze-umaze")["lr"] == 1.0e-3
+    assert "lr" not in _sets(config, "main", "gail-cpu-tuned", "fetch-push")
+    assert _sets(config, "main", "dac-long", "fetch-push")["total_steps"] == 50000
+    assert _sets(config, "main", "gail-long", "pointmaze-umaze")["total_steps"] == 300000
+    assert _sets(config, "main", "cmil-w0", "fetch-push") == {"total_steps": 2400, "eval_every": 600,
+                                                              "penalty_weight": 0}
+    assert _sets(config, "main", "bc-wd", "fetch-push") == {"weight_decay": 1.0e-3}
+    # the ablation has the same budgets; the smoke sweep (preset smoke) has none
+    assert _sets(config, "ablation", "cmil[penalty_weight=0]", "fetch-push")["total_steps"] == 2400
     config["smoke"]["tasks"] = ["fetch-push"]
     assert _sets(config, "smoke", "dac", "fetch-push") == {}
-    # paper.yaml drops them
     paper = sweep.check(_merged("paper.yaml"), SCHEMA)
     assert sweep.sections(paper)["main"]["task_settings"] == {}
+    assert _sets(paper, "main", "cmil", "kitchen-mixed-pixels") == {
+        "total_steps": 200000, "eval_every": 10000, "device": "cuda"}
+
+
+def test_every_variant_names_config_keys_of_its_algorithm():
+    """The shipped variants name keys that their algorithm's Config has (checked at run time
+    too; here before a sweep is started)."""
+    import dataclasses
+
+    from algorithms import get_algorithm
+
+    config = sweep.check(_load("default.yaml"), SCHEMA)
+    for name, v in config["variants"].items():
+        fields = {f.name for f in dataclasses.fields(get_algorithm(v["algo"]).Config)}
+        assert set(v.get("set") or {}) <= fields, (name, sorted(set(v["set"]) - fields))
+
+
+def test_budgets_order_task_settings_and_set_win():
+    ts = {"fam": {"a": {"total_steps": 7}}}
+    budgets = {"fam": {"total_steps": 100, "eval_every": 10}, "fam-x": {"total_steps": 50, "eval_every": 5}}
+    spec = {"algo": "a", "preset": "cpu", "set": {}}
+    assert sweep.run_sets(spec, "a", "fam-x", "fam", {}, budgets) == {"total_steps": 50, "eval_every": 5}
+    assert sweep.run_sets(spec, "a", "fam-y", "fam", {}, budgets) == {"total_steps": 100, "eval_every": 10}
+    assert sweep.run_sets(spec, "a", "fam-y", "fam", ts, budgets) == {"total_steps": 7, "eval_every": 10}
+    spec["set"] = {"eval_every": 3}
+    assert sweep.run_sets(spec, "a", "fam-y", "fam", ts, budgets) == {"total_steps": 7, "eval_every": 3}
+    bc = {"algo": "bc", "preset": "cpu", "set": {}}
+    assert sweep.run_sets(bc, "bc", "fam-y", "fam", {}, budgets) == {}  # gradient steps: its own
+    args = sweep.run_args({"algo": "dac", "preset": "cpu", "set": {}}, "dac", "fam-x", "fam", {}, budgets)
+    assert args == ["--algo", "dac", "--variant", "dac", "--preset", "cpu", "--set", "total_steps=50",
+                    "--set", "eval_every=5"]
 
 
 def test_task_settings_order_and_explicit_set_wins():
@@ -81,11 +135,13 @@ def test_task_settings_order_and_explicit_set_wins():
     assert "k5=set" in args and "k5=v-task" not in args
 
 
-def test_algo_settings_set_wins_over_task_settings():
+def test_algo_settings_set_wins_over_budgets_and_task_settings():
     config = _load("default.yaml")
     config["algo_settings"]["dac"]["set"] = {"total_steps": 50000}
+    config["task_settings"]["fetch-push"] = {"dac": {"total_steps": 7000, "gp_weight": 1}}
     config = sweep.check(config, SCHEMA)
-    assert _sets(config, "main", "dac", "fetch-push") == {"total_steps": 50000, "eval_every": 2500}
+    assert _sets(config, "main", "dac", "fetch-push") == {"total_steps": 50000, "eval_every": 600,
+                                                          "gp_weight": 1}
 
 
 def test_command_line_strings_are_normalised():
@@ -137,6 +193,18 @@ def _with(path: str, value):
     ("task_settings.fetch-push.dac", {"task_total_steps": 5}, r"'task_total_steps' .* was removed"),
     ("ablation.switches", {"disc_gp": [1]}, r"'disc_gp' \(from ablation.switches\) is now called 'gp_w"),
     ("smoke.algos", "bc", r"key 'smoke.algos': 'bc' is not of type 'array'"),
+    ("budgets.fetch-push", {"total_steps": 100}, r"key 'budgets.fetch-push': 'eval_every' is a required"),
+    ("budgets.fetch-push", {"total_steps": 100, "eval_every": 10, "lr": 1},
+     r"unknown key 'lr' in 'budgets.fetch-push'.*known keys: eval_every, total_steps"),
+    ("budgets.fetch-push.total_steps", 0, r"key 'budgets.fetch-push.total_steps': 0 is less than the min"),
+    ("budgets.fetch-push.eval_every", "often", r"'budgets.fetch-push.eval_every': 'often' is not of type"),
+    ("budgets.fetch-push.eval_every", 5000, r"'budgets.fetch-push.eval_every': 5000 is more than its total"),
+    ("budgets.fetch-pushh", {"total_steps": 10, "eval_every": 5}, r"'budgets.fetch-pushh': unknown task or"),
+    ("budgets", {"fetch-push": {"total_steps": 10, "eval_every": 5}},
+     r"key 'budgets': task 'pointmaze-umaze' has no budget .*its family 'pointmaze-umaze'"),
+    ("ablation.budgets", {"fetch-push": {"total_steps": 10, "eval_every": 5}},
+     r"key 'ablation.budgets': task 'pointmaze-umaze' has no budget"),
+    ("smoke.budgets", [1], r"key 'smoke.budgets': \[1\] is not of type 'object', 'null'"),
 ])
 def test_bad_configs_name_the_key(path, value, message):
     with pytest.raises(sweep.SweepConfigError, match=message):
@@ -216,7 +284,12 @@ def test_dry_run_imports_no_simulator(workflow):
     dac_push = [ln for ln in proc.stdout.splitlines()
                 if "cmil-bench run --algo dac " in ln and "--task fetch-push " in ln]
     assert len(dac_push) == 3
-    assert all("--preset cpu --set total_steps=12500 --set eval_every=2500 " in ln for ln in dac_push)
+    assert all("--preset cpu --set total_steps=2400 --set eval_every=600 " in ln for ln in dac_push)
+    for algo in ("gail", "vmail", "cmil"):
+        runs = [ln for ln in proc.stdout.splitlines() if f"cmil-bench run --algo {algo} " in ln]
+        assert len(runs) == 6 and all("--set total_steps=2400 --set eval_every=600 " in ln for ln in runs)
+    bc = [ln for ln in proc.stdout.splitlines() if "cmil-bench run --algo bc " in ln]
+    assert len(bc) == 24 and not any("total_steps" in ln for ln in bc)
 
 
 @pytest.mark.slow
@@ -230,8 +303,9 @@ def test_locomotion_config_plans_without_a_simulator(workflow):
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE)}
     assert counts["run"] == 5 * 4 * 3 * 5 and counts["demos"] == 4
     dac = [ln for ln in proc.stdout.splitlines() if "cmil-bench run --algo dac " in ln]
-    assert len(dac) == 60 and all("--set total_steps=1000000 " in ln and "subsample=20" in ln
-                                  for ln in dac)
+    assert len(dac) == 60 and all("--set total_steps=1000000 --set eval_every=25000 " in ln for ln in dac)
+    cmil = [ln for ln in proc.stdout.splitlines() if "cmil-bench run --algo cmil " in ln]
+    assert len(cmil) == 60 and all("--set total_steps=200000 " in ln for ln in cmil)
     assert "--preset" not in proc.stdout
 
 
@@ -243,6 +317,7 @@ def test_locomotion_config_plans_without_a_simulator(workflow):
     ("variants={x: {algo: bcc}}", "'variants.x.algo': unknown algorithm 'bcc'"),
     ("seeds=[a]", "'seeds[0]': 'a' is not of type 'integer'"),
     ("task_definitions={car: {env_id: X}}", "'task_definitions.car': 'episode_steps' is a required property"),
+    ("budgets={fetch-push: {total_steps: 10, eval_every: 50}}", "'budgets.fetch-push.eval_every': 50 is"),
 ])
 def test_bad_config_stops_the_workflow_before_any_job(workflow, config, key):
     work, env = workflow
