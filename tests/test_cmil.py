@@ -413,7 +413,9 @@ LOGGED = ["wm_loss", "disc_acc", "disagreement_policy", "disagreement_demo", "pe
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["fetch-push", "fetch-push-pixels"])
 def test_cmil_smoke_run(task, tmp_path, monkeypatch, fetch_demos):
-    df = run_smoke("cmil", task, tmp_path / "run", monkeypatch, fetch_demos)
+    # a short offline phase (the smoke preset keeps the reference's 1000 + 100 updates: scale only)
+    df = run_smoke("cmil", task, tmp_path / "run", monkeypatch, fetch_demos, pretrain_steps=3,
+                   bc_init_steps=3)
     # the offline phase ends with an evaluation at 0 env steps after pretrain + BC init updates
     assert df["env_steps"].iloc[0] == 0 and df["grad_steps"].iloc[0] == 3 + 3
     assert df["env_steps"].iloc[-1] >= 120 and len(df) >= 3
@@ -427,7 +429,8 @@ def test_cmil_smoke_run(task, tmp_path, monkeypatch, fetch_demos):
 @pytest.mark.slow
 def test_cmil_world_model_pretraining_and_frozen_bc_init_run(tmp_path, monkeypatch, fetch_demos):
     df = run_smoke("cmil", "fetch-push", tmp_path / "run", monkeypatch, fetch_demos,
-                   pretrain_wm_steps=4, bc_init_mode="frozen", bc_init_steps=5, bc_init_batch=8)
+                   pretrain_wm_steps=4, pretrain_steps=3, bc_init_mode="frozen", bc_init_steps=5,
+                   bc_init_batch=8)
     # offline: 4 world-model steps, 3 full updates, 5 frozen BC steps, then the first evaluation
     assert df["env_steps"].iloc[0] == 0 and df["grad_steps"].iloc[0] == 4 + 3 + 5
     assert df["env_steps"].iloc[-1] >= 120 and df["grad_steps"].is_monotonic_increasing

@@ -345,7 +345,8 @@ def test_vmail_smoke_run(task, tmp_path, monkeypatch, fetch_demos):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(fetch_demos))
     monkeypatch.setenv("MUJOCO_GL", "egl")
     path = execute(algo="vmail", task=task, n_demos=2, seed=0, out=tmp_path / "run", preset="smoke",
-                   overrides={"eval_episodes": "1"}, show_progress=False)
+                   overrides={"eval_episodes": "1", "train_every": "20", "updates_per_train": "2"},
+                   show_progress=False)
     df = pd.read_csv(path)
     # no offline phase: the first evaluation comes after the first eval_every env steps
     assert df["env_steps"].iloc[0] >= 60 and df["env_steps"].iloc[-1] >= 120
