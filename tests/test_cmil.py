@@ -391,7 +391,7 @@ def test_config_checks():
     with pytest.raises(UserError, match="ensemble_size"):
         build_config(cmil.Config, cmil.PRESETS, None, {"ensemble_size": "0"}, "cmil")
     cfg = build_config(cmil.Config, cmil.PRESETS, "cpu", {"penalty_weight": "0"}, "cmil")
-    assert cfg.penalty_weight == 0 and cfg.ensemble_size == 10  # the preset leaves the ensemble at the reference 10
+    assert cfg.penalty_weight == 0 and cfg.ensemble_size == 10  # reference ensemble
 
 
 # ------------------------------------------------------------------------------ harness runs
