@@ -82,11 +82,11 @@ class EnsemblePrior(nn.Module):
         self.out = EnsembleLinear(k, hidden, 2 * stoch)
 
     def _stats(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, raw = out.chunk(2, -1)
+        mean, raw = out.float().chunk(2, -1)  # float32 statistics under bf16 autocast
         return mean, std_from_raw(raw, self.std_act, self.min_std)
 
-    def head(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prior of head ``k`` for a batch h (N, deter)."""
+    def head(self, h: torch.Tensor, k: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prior of head ``k`` (an int, or a 0-d tensor on the device) for a batch h (N, deter)."""
         x = self.act(torch.addmm(self.inp.bias[k, 0], h, self.inp.weight[k]))
         return self._stats(torch.addmm(self.out.bias[k, 0], x, self.out.weight[k]))
 
@@ -141,7 +141,7 @@ class RSSM(nn.Module):
 
     def _posterior(self, deter, e_part, noise=None):
         x = self.act(self.obs_h(deter) + e_part)
-        mean, raw = self.obs_out(x).chunk(2, -1)
+        mean, raw = self.obs_out(x).float().chunk(2, -1)
         std = std_from_raw(raw, self.std_act, self.min_std)
         stoch = mean if noise is None else mean + std * noise
         return stoch, mean, std
@@ -307,7 +307,7 @@ class WorldModel(nn.Module):
             obs = random_shift(obs.reshape(b * n, *obs.shape[2:]), self.cfg.shift_pad).reshape(obs.shape)
         post, prior = self.rssm.observe(self.embed(obs), action, is_first)
         kl_loss, kl_value = self.kl_loss(post, prior)
-        recon = self.decoder(self.rssm.feat(post))
+        recon = self.decoder(self.rssm.feat(post)).float()
         err = (recon - self.target(obs)) ** 2
         recon_loss = 0.5 * err.flatten(2).sum(-1).mean()
         loss = recon_loss + self.cfg.kl_scale * kl_loss
@@ -320,7 +320,7 @@ class WorldModel(nn.Module):
         loss, post, metrics = self.loss(obs, action, is_first)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        clip_and_step(self.opt, self.parameters(), self.cfg.grad_clip)
+        clip_and_step(self.opt, self.opt.params, self.cfg.grad_clip)
         return {k: v.detach() for k, v in post.items()}, metrics
 
     @torch.no_grad()

@@ -2,7 +2,7 @@
 actor-critic), for the current code and a named git revision, side by side in one run.
 
     python benchmarks/time_update.py --rev cdd7d8e [--algo cmil|vmail] [--sizes cpu|reference]
-        [--pixels] [--set KEY=VALUE ...] [--updates 10] [--repeats 6] [--threads 1]
+        [--pixels] [--set KEY=VALUE ...] [--set-current KEY=VALUE ...] [--updates 10] [--repeats 6] [--threads 1]
 
 Each tree (the working tree this script lives in, and ``--rev`` checked out into a temporary
 ``git worktree``) gets a driver process of its own: this file, run with ``PYTHONPATH`` pointing
@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--obs-dim", type=int, default=25, help="state size (fetch-push: 25)")
     ap.add_argument("--act-dim", type=int, default=4)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="Config fields on top")
+    ap.add_argument("--set-current", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="Config fields for the current code only (switches the revision lacks)")
     ap.add_argument("--updates", type=int, default=10, help="updates per timed repeat")
     ap.add_argument("--repeats", type=int, default=6, help="timed repeats per tree, alternating")
     ap.add_argument("--warmup", type=int, default=3)
@@ -206,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = {"algo": args.algo, "sizes": args.sizes, "pixels": args.pixels, "obs_dim": args.obs_dim,
             "act_dim": args.act_dim, "set": parse_set(args.set), "warmup": args.warmup,
             "threads": args.threads}
+    spec_new = dict(spec, set={**spec["set"], **parse_set(args.set_current)})
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         tree = checkout(args.rev, Path(tmp))
         try:
             old = Driver(args.rev, tree, spec)
-            new = Driver(current, ROOT, spec)
+            new = Driver(current, ROOT, spec_new)
             for _ in range(args.repeats):
                 old.run(args.updates)
                 new.run(args.updates)
@@ -224,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                            capture_output=True)
     kind = "pixels 64x64" if args.pixels else f"states ({args.obs_dim}-d)"
-    print(f"{args.algo}, {args.sizes} sizes{' + ' + ' '.join(args.set) if args.set else ''}, {kind}, "
+    extra = f" + {' '.join(args.set)}" if args.set else ""
+    extra += f" (current code also {' '.join(args.set_current)})" if args.set_current else ""
+    print(f"{args.algo}, {args.sizes} sizes{extra}, {kind}, "
           f"{args.threads} thread(s); {args.repeats} alternating repeats of {args.updates} updates")
     print("| code | api | parameters | updates/s (wall) median [range] | updates per CPU-s |")
     print("|---|---|---|---|---|")
