@@ -87,8 +87,13 @@ class EnsemblePrior(nn.Module):
 
     def head(self, h: torch.Tensor, k: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior of head ``k`` (an int, or a 0-d tensor on the device) for a batch h (N, deter)."""
-        x = self.act(torch.addmm(self.inp.bias[k, 0], h, self.inp.weight[k]))
-        return self._stats(torch.addmm(self.out.bias[k, 0], x, self.out.weight[k]))
+        if isinstance(k, torch.Tensor):  # index_select: indexing with a 0-d tensor would read it on the host
+            k = k.reshape(1)
+            pick = lambda p: p.index_select(0, k)[0]  # noqa: E731
+        else:
+            pick = lambda p: p[k]  # noqa: E731
+        x = self.act(torch.addmm(pick(self.inp.bias)[0], h, pick(self.inp.weight)))
+        return self._stats(torch.addmm(pick(self.out.bias)[0], x, pick(self.out.weight)))
 
     def per_step(self, h: torch.Tensor, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (L, N, deter) with head ks[t] at step t -> mean, std (L, N, stoch)."""
@@ -204,7 +209,7 @@ class RSSM(nn.Module):
         lead = deter.shape[:-1]
         if self.ensemble == 1:
             return deter.new_zeros(lead)
-        means = self.prior.all_means(deter.reshape(-1, deter.shape[-1]))  # (K, N, stoch)
+        means = self.prior.all_means(deter.reshape(-1, deter.shape[-1])).float()  # (K, N, stoch)
         var = ((means - means.mean(0)) ** 2).mean(0)  # population variance across heads
         # exactly 0 where all heads agree, with a finite gradient there (sqrt's slope is infinite at 0)
         std = torch.sqrt(var.clamp_min(1e-12)) * (var > 0)
