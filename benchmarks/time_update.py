@@ -2,7 +2,8 @@
 actor-critic), for the current code and a named git revision, side by side in one run.
 
     python benchmarks/time_update.py --rev cdd7d8e [--algo cmil|vmail] [--sizes cpu|reference]
-        [--pixels] [--set KEY=VALUE ...] [--set-current KEY=VALUE ...] [--updates 10] [--repeats 6] [--threads 1]
+        [--pixels] [--set KEY=VALUE ...] [--set-current KEY=VALUE ...]
+        [--updates 10] [--repeats 6] [--threads 1]
 
 Each tree (the working tree this script lives in, and ``--rev`` checked out into a temporary
 ``git worktree``) gets a driver process of its own: this file, run with ``PYTHONPATH`` pointing
@@ -191,7 +192,8 @@ def fmt(xs: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rev", default="cdd7d8e", help="git revision to compare with (HEAD: the committed code)")
+    ap.add_argument("--rev", default="cdd7d8e",
+                    help="git revision to compare with (HEAD: the committed code)")
     ap.add_argument("--algo", default="cmil", choices=("cmil", "vmail"))
     ap.add_argument("--sizes", default="cpu", choices=("cpu", "reference"))
     ap.add_argument("--pixels", action="store_true", help="64x64x3 frames instead of states")

@@ -34,7 +34,8 @@ def test_head_against_itself_prints_both_rates_and_their_ratio(algo):
     m = re.search(r"ratio current / HEAD: ([0-9.]+)x \(wall\)", res.stdout)
     assert m and float(m.group(1)) == pytest.approx(rates[1] / rates[0], rel=0.02)
     # the temporary worktree is gone
-    trees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True).stdout
+    trees = subprocess.run(["git", "-C", str(ROOT), "worktree", "list"], capture_output=True,
+                           text=True).stdout
     assert "time_update_" not in trees
 
 
