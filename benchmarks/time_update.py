@@ -51,14 +51,15 @@ def fail(msg: str):
 
 
 # ------------------------------------------------------------------------------- the driver
-def _driver(spec: dict) -> None:
-    """Runs inside one tree: build the agent, then answer ``run N`` lines with timings."""
+def build(spec: dict):
+    """In the tree on ``sys.path``: the agent that ``spec`` asks for (on ``spec["device"]``,
+    default cpu) and a function that runs one update on the next of a few fixed-seed batches.
+    Returns ``(agent, step, api)``; benchmarks/gpu_check.py uses it too."""
     import dataclasses
 
     import numpy as np
     import torch
 
-    torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     algo = __import__(f"algorithms.{spec['algo']}", fromlist=["Config"])
     cfg_cls = algo.Config
@@ -72,8 +73,8 @@ def _driver(spec: dict) -> None:
         return None
 
     values = {}
-    if spec["sizes"] == "cpu":
-        values.update(algo.PRESETS["cpu"])
+    if spec["sizes"] != "reference":  # a preset's sizes (else the Config defaults)
+        values.update(algo.PRESETS[spec["sizes"]])
     values.update(spec["set"])
     kwargs = {}
     for k, v in values.items():
@@ -96,7 +97,7 @@ def _driver(spec: dict) -> None:
 
     obs_shape = (64, 64, 3) if spec["pixels"] else (spec["obs_dim"],)
     act_dim = spec["act_dim"]
-    agent = agent_cls(obs_shape, act_dim, cfg)
+    agent = agent_cls(obs_shape, act_dim, cfg).to(spec.get("device", "cpu"))
     rng = np.random.default_rng(0)
 
     def batch(n: int) -> dict:
@@ -120,6 +121,15 @@ def _driver(spec: dict) -> None:
         agent.train_step(b, e)
         done += 1
 
+    return agent, step, api
+
+
+def _driver(spec: dict) -> None:
+    """Runs inside one tree: build the agent, then answer ``run N`` lines with timings."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    agent, step, api = build(spec)
     for _ in range(spec["warmup"]):
         step()
     n_params = sum(p.numel() for p in agent.parameters())
@@ -195,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rev", default="cdd7d8e",
                     help="git revision to compare with (HEAD: the committed code)")
     ap.add_argument("--algo", default="cmil", choices=("cmil", "vmail"))
-    ap.add_argument("--sizes", default="cpu", choices=("cpu", "reference"))
+    ap.add_argument("--sizes", default="cpu", choices=("cpu", "reference", "smoke"),
+                    help="cpu or smoke: that preset's sizes; reference: the Config defaults")
     ap.add_argument("--pixels", action="store_true", help="64x64x3 frames instead of states")
     ap.add_argument("--obs-dim", type=int, default=25, help="state size (fetch-push: 25)")
     ap.add_argument("--act-dim", type=int, default=4)
