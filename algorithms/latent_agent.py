@@ -58,7 +58,7 @@ import torch.nn as nn
 
 from algorithms.clock import EvalClock, IntervalMeans, reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
-from algorithms.nets import EnsembleMLP, keras_init_, mlp
+from algorithms.nets import EnsembleLinear, EnsembleMLP, keras_init_, mlp
 from algorithms.obs_norm import demo_statistics
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.sequence_replay import SequenceReplay
@@ -283,6 +283,19 @@ def imagine(rssm, actor: Actor, start: dict, horizon: int) -> dict:
             "loc": torch.stack(locs), "scale": torch.stack(scales)}
 
 
+def ensemble_member(ens: EnsembleMLP, x: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """Member ``pick`` (a (1,) index tensor, read on the device) of an ``EnsembleMLP`` on x
+    (..., in) -> (..., out): the same layers as ``ens(x)[pick]``, without computing the others."""
+    lead = x.shape[:-1]
+    h = x.reshape(1, -1, x.shape[-1])
+    for layer in ens.net:
+        if isinstance(layer, EnsembleLinear):
+            h = torch.baddbmm(layer.bias.index_select(0, pick), h, layer.weight.index_select(0, pick))
+        else:
+            h = layer(h)
+    return h.reshape(*lead, -1)
+
+
 def compile_networks(agent: nn.Module) -> None:
     """``torch.compile`` the forward passes of the agent's networks in place (the modules and
     their state dicts stay as they are): the world model's encoder, decoder and GRU cell, and
@@ -416,8 +429,11 @@ class LatentAgent(nn.Module):
         weight = (g ** torch.arange(h - 1, device=action.device, dtype=torch.float32))[:, None]
         penalty_weight, bc_weight = self.penalty_weight, self.bc_weight
 
-        # --- actor: backprop through the frozen dynamics, critics and discriminator
-        with frozen(wm, ac.critic, ac.disc):
+        # --- actor: backprop through the frozen dynamics, critics and discriminator. The critics'
+        # forward pass on the rollouts is built with their parameters live and serves their own
+        # step below too (the actor step does not touch them); the actor's backward pass asks
+        # for the actor's gradients alone, so no critic gradient is computed here.
+        with frozen(wm, ac.disc):
             seq = imagine(wm.rssm, ac.actor, start, h)
             pair = torch.cat([seq["feat"][:-1], seq["action"]], -1)  # (H, N, F + A)
             noisy_pair = self.disc_inputs(pair)  # the discriminator's negatives below, too
@@ -428,7 +444,8 @@ class LatentAgent(nn.Module):
                 with torch.no_grad():  # for the log only, on a slice of the rollouts
                     u = wm.disagreement(seq["deter"][1:, : cfg.log_disagreement_n])
             reward = self.imagined_reward(d_prob, u)
-            q = ac.critic(pair).squeeze(-1).float().min(0).values  # (H, N)
+            q_all = ac.critic(pair).squeeze(-1).float()  # (2, H, N)
+            q = q_all.min(0).values
             ret = lambda_return(reward[:-1], q[:-1], g, q[-1], lam)
             objective = cfg.value_mix * q[:-1] + (1.0 - cfg.value_mix) * ret
             ent = TruncNormal(seq["loc"][:-1], seq["scale"][:-1]).entropy()
@@ -436,16 +453,16 @@ class LatentAgent(nn.Module):
             bc = self.bc_loss(expert_feat, expert_action)  # logged even when it is not a term
             total = actor_loss + bc_weight * bc if bc_weight != 0 else actor_loss
         ac.actor_opt.zero_grad(set_to_none=True)
-        total.backward()
+        total.backward(inputs=ac.actor_opt.params, retain_graph=True)
         clip_and_step(ac.actor_opt, ac.actor_opt.params, cfg.grad_clip)
 
         # --- critics: lambda-returns of a random target critic on the rollouts (+ real transitions)
         pair, reward = pair.detach(), reward.detach()
         with torch.no_grad():
             pick = torch.randint(2, (1,), device=pair.device)  # a random target critic, on the device
-            tq = ac.target_critic(pair).squeeze(-1).float().index_select(0, pick)[0]
+            tq = ensemble_member(ac.target_critic, pair, pick).squeeze(-1).float()  # (H, N)
             tret = lambda_return(reward[:-1], tq[:-1], g, tq[-1], lam)
-        q_pred = ac.critic(pair[:-1]).squeeze(-1).float()  # (2, H-1, N)
+        q_pred = q_all[:, :-1]  # (2, H-1, N): the forward pass above, on the pairs themselves
         critic_loss = (weight * (q_pred - tret) ** 2).mean()
         if cfg.critic_real_data:
             with torch.no_grad():
@@ -463,7 +480,7 @@ class LatentAgent(nn.Module):
             q_real = ac.critic(real_pair).squeeze(-1).float()
             critic_loss = critic_loss + ((q_real - target) ** 2).mean()
         ac.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        critic_loss.backward(inputs=ac.critic_opt.params)
         clip_and_step(ac.critic_opt, ac.critic_opt.params, cfg.grad_clip)
 
         # --- discriminator: expert (feat, next action) vs every imagined (feat, policy action), noisy
