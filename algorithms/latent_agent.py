@@ -301,6 +301,11 @@ def compile_networks(agent: nn.Module) -> None:
     their state dicts stay as they are): the world model's encoder, decoder and GRU cell, and
     the actor's, critics' and discriminator's MLPs. The loops (filtering, imagination) stay in
     Python; each compiled piece fuses its element-wise work."""
+    import torch._functorch.config as functorch_config
+
+    # the actor's backward pass keeps the rollout's graph for the critics' step (retain_graph),
+    # which compiled backward functions allow only without donated buffers
+    functorch_config.donated_buffer = False
     wm, ac = agent.wm, agent.ac
     for m in (wm.encoder, wm.decoder, wm.rssm.cell, ac.actor.net, ac.critic, ac.target_critic, ac.disc.net):
         m.forward = torch.compile(m.forward)

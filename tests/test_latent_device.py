@@ -140,3 +140,24 @@ def test_a_burst_of_updates_with_prefetch_equals_one_update_at_a_time():
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert burst.run.rng.integers(1 << 30) == single.run.rng.integers(1 << 30)
     assert burst.losses.means() == single.losses.means()
+
+
+@pytest.mark.slow
+def test_compile_switch_gives_the_eager_update_up_to_float_noise():
+    """``compile=True`` compiles the networks' forward passes (no random draws inside them), so
+    two updates match the eager ones up to float noise, and the actor's backward pass, which
+    keeps the rollout's graph for the critics, runs through the compiled pieces."""
+    rng = np.random.default_rng(3)
+    agent, shape = make("cmil")
+    batches = [(seq_batch(rng, shape), seq_batch(rng, shape)) for _ in range(2)]
+    compiled, _ = make("cmil", compile=True)
+    compiled.load_full_state(copy.deepcopy(agent.full_state()))
+    out = []
+    for a in (agent, compiled):
+        torch.manual_seed(0)
+        out.append([a.train_step(b, e) for b, e in batches][-1])
+    for k in out[0]:
+        torch.testing.assert_close(out[1][k], out[0][k], rtol=1e-4, atol=1e-4, msg=k)
+    for m in (compiled.wm.rssm.cell, compiled.ac.actor.net):
+        assert hasattr(m.forward, "_torchdynamo_orig_callable")
+    assert not hasattr(agent.wm.rssm.cell.forward, "_torchdynamo_orig_callable")
