@@ -3,18 +3,18 @@
     python benchmarks/gpu_check.py --out gpu_check.json [--device auto|cuda|cpu] [--budget 270]
         [--no-compile]
 
-On a CUDA device: (1) a short CMIL run on the device from states (pointmaze-umaze) and from
-pixels (fetch-push-pixels), through the CLI with ``--set device=cuda`` and the ``smoke`` preset,
-on 2 expert demos collected locally first; (2) full latent-agent updates per second (CMIL,
+On a CUDA device: (1) short runs through the CLI with ``--set device=cuda`` and the ``smoke``
+preset, on 2 expert demos collected locally first: CMIL from states (pointmaze-umaze) and from
+pixels (fetch-push-pixels), V-MAIL from states; (2) full latent-agent updates per second (CMIL,
 ``train_step`` on fixed synthetic batches, benchmarks/time_update.py's ``build``) at the
 reference sizes (the Config defaults: RSSM 400/360/400, 10 heads, batch 32 x 50, horizon 15),
 states and 64x64 pixels, with and without each speed switch (``amp_bf16``, ``compile``, both),
 and the peak device memory of each. Without a GPU it runs the same steps on the CPU at tiny
 sizes (the ``smoke`` preset) and writes the same layout with ``"device": "cpu"``.
 
-Every step runs in a child process of its own (a clean peak-memory figure, a crash or a
-time-out costs only that entry) and is skipped, with the reason in its entry, once the time
-budget is spent, so the whole check ends within ``--budget`` seconds plus one step's limit.
+Every step runs in a child process of its own (a clean peak-memory figure; a crash or a
+time-out costs only that entry) with at most the time left of ``--budget``; once the budget is
+spent the remaining steps are recorded as skipped, so the check ends within the budget.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SWITCHES = [{"amp_bf16": False, "compile": False}, {"amp_bf16": True, "compile": False},
             {"amp_bf16": False, "compile": True}, {"amp_bf16": True, "compile": True}]
-RUN_TASKS = [("states", "pointmaze-umaze"), ("pixels", "fetch-push-pixels")]
+RUN_TASKS = [("cmil", "states", "pointmaze-umaze"), ("cmil", "pixels", "fetch-push-pixels"),
+             ("vmail", "states", "pointmaze-umaze")]
 
 
 # ------------------------------------------------------------------------------ child steps
@@ -75,7 +76,7 @@ def child_rate(job: dict) -> dict:
 
 
 def child_run(job: dict) -> dict:
-    """A short CMIL run through the CLI on the device; the final row of its metrics."""
+    """A short run of ``job["algo"]`` through the CLI on the device; its final metrics row."""
     import pandas as pd
 
     from cmil_bench.cli import main
@@ -84,10 +85,10 @@ def child_run(job: dict) -> dict:
     root = Path(job["tmp"]) / "minari"
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     collect_demos(job["task"].removesuffix("-pixels"), 2, seed=0, root=str(root), random_episodes=1,
-                  pixels=job["input"] == "pixels")
-    out = Path(job["tmp"]) / f"run-{job['input']}"
-    argv = ["run", "--algo", "cmil", "--task", job["task"], "--demos", "2", "--seed", "0", "--out", str(out),
-            "--preset", "smoke", "--set", f"device={job['device']}", "--progress", "off"]
+                  pixels=job["input"] == "pixels", overwrite=True)
+    out = Path(job["tmp"]) / f"run-{job['algo']}-{job['input']}"
+    argv = ["run", "--algo", job["algo"], "--task", job["task"], "--demos", "2", "--seed", "0",
+            "--out", str(out), "--preset", "smoke", "--set", f"device={job['device']}", "--progress", "off"]
     t0 = time.perf_counter()
     rc = main(argv)
     wall = time.perf_counter() - t0
@@ -157,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.budget - (time.perf_counter() - start)
 
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        for kind, task in RUN_TASKS:
-            entry = {"input": kind, "task": task}
-            job = {"mode": "run", "input": kind, "task": task, "device": device, "tmp": tmp}
+        for algo, kind, task in RUN_TASKS:
+            entry = {"algo": algo, "input": kind, "task": task}
+            job = {"mode": "run", "algo": algo, "input": kind, "task": task, "device": device, "tmp": tmp}
             entry.update(spawn(job, min(args.step_limit, left())) if left() > 5 else
                          {"ok": False, "skipped": "time budget spent"})
             report["runs"].append(entry)

@@ -67,9 +67,9 @@ def test_gpu_check_falls_back_to_the_cpu_with_the_same_layout(tmp_path):
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and report["sizes"] == "smoke"
-    runs = {r["input"]: r for r in report["runs"]}
-    assert set(runs) == {"states", "pixels"}
-    for r in runs.values():  # the short CMIL runs went through `--set device=cpu` to the end
+    runs = {(r["algo"], r["input"]): r for r in report["runs"]}
+    assert set(runs) == {("cmil", "states"), ("cmil", "pixels"), ("vmail", "states")}
+    for r in runs.values():  # the short runs went through `--set device=cpu` to the end
         assert r["ok"] and r["run_device"] == "cpu" and r["env_steps"] > 0 and r["grad_steps"] > 0
     rates = report["updates"]
     assert [(r["input"], r["amp_bf16"], r["compile"]) for r in rates] == [
