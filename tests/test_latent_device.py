@@ -161,3 +161,39 @@ def test_compile_switch_gives_the_eager_update_up_to_float_noise():
     for m in (compiled.wm.rssm.cell, compiled.ac.actor.net):
         assert hasattr(m.forward, "_torchdynamo_orig_callable")
     assert not hasattr(agent.wm.rssm.cell.forward, "_torchdynamo_orig_callable")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo,task,sets", [
+    ("cmil", "fetch-push", {"bc_init_mode": "joint", "pretrain_wm_steps": "2"}),
+    ("cmil", "fetch-push", {"bc_init_mode": "frozen"}),
+    ("vmail", "fetch-push", {}),
+    ("cmil", "fetch-push-pixels", {"augment": "true"}),
+])
+def test_whole_runs_make_every_tensor_on_an_explicit_device(algo, task, sets, tmp_path, monkeypatch,
+                                                            fetch_demos):
+    """A smoke run with every step that touches the agent's tensors (updates, world-model
+    pre-training, both BC starts, acting, evaluation) under torch's default device "meta": a
+    tensor made without naming its device would fail the run, as it would fail on a GPU."""
+    import functools
+
+    import algorithms.world_model as world_model
+    from algorithms.latent_agent import LatentPolicy
+    from cmil_bench.run import execute
+
+    def on_meta(f):
+        @functools.wraps(f)
+        def wrapped(*args, **kwargs):
+            with torch.device("meta"):
+                return f(*args, **kwargs)
+        return wrapped
+
+    for cls, names in [(LatentAgent, ["train_step"]), (LatentPolicy, ["__call__", "reset"]),
+                       (cmil.Agent, ["bc_step", "bc_step_frozen", "demo_posteriors"]),
+                       (world_model.WorldModel, ["update"]), (LatentTrainer, ["update"])]:
+        for name in names:
+            monkeypatch.setattr(cls, name, on_meta(getattr(cls, name)))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(fetch_demos))
+    path = execute(algo=algo, task=task, n_demos=2, seed=0, out=tmp_path / "run", preset="smoke",
+                   overrides=sets or None, show_progress=False)
+    assert path.exists()
