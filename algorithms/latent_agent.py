@@ -301,11 +301,6 @@ def compile_networks(agent: nn.Module) -> None:
     their state dicts stay as they are): the world model's encoder, decoder and GRU cell, and
     the actor's, critics' and discriminator's MLPs. The loops (filtering, imagination) stay in
     Python; each compiled piece fuses its element-wise work."""
-    import torch._functorch.config as functorch_config
-
-    # the actor's backward pass keeps the rollout's graph for the critics' step (retain_graph),
-    # which compiled backward functions allow only without donated buffers
-    functorch_config.donated_buffer = False
     wm, ac = agent.wm, agent.ac
     for m in (wm.encoder, wm.decoder, wm.rssm.cell, ac.actor.net, ac.critic, ac.target_critic, ac.disc.net):
         m.forward = torch.compile(m.forward)
@@ -434,11 +429,8 @@ class LatentAgent(nn.Module):
         weight = (g ** torch.arange(h - 1, device=action.device, dtype=torch.float32))[:, None]
         penalty_weight, bc_weight = self.penalty_weight, self.bc_weight
 
-        # --- actor: backprop through the frozen dynamics, critics and discriminator. The critics'
-        # forward pass on the rollouts is built with their parameters live and serves their own
-        # step below too (the actor step does not touch them); the actor's backward pass asks
-        # for the actor's gradients alone, so no critic gradient is computed here.
-        with frozen(wm, ac.disc):
+        # --- actor: backprop through the frozen dynamics, critics and discriminator
+        with frozen(wm, ac.critic, ac.disc):
             seq = imagine(wm.rssm, ac.actor, start, h)
             pair = torch.cat([seq["feat"][:-1], seq["action"]], -1)  # (H, N, F + A)
             noisy_pair = self.disc_inputs(pair)  # the discriminator's negatives below, too
@@ -449,8 +441,7 @@ class LatentAgent(nn.Module):
                 with torch.no_grad():  # for the log only, on a slice of the rollouts
                     u = wm.disagreement(seq["deter"][1:, : cfg.log_disagreement_n])
             reward = self.imagined_reward(d_prob, u)
-            q_all = ac.critic(pair).squeeze(-1).float()  # (2, H, N)
-            q = q_all.min(0).values
+            q = ac.critic(pair).squeeze(-1).float().min(0).values  # (H, N)
             ret = lambda_return(reward[:-1], q[:-1], g, q[-1], lam)
             objective = cfg.value_mix * q[:-1] + (1.0 - cfg.value_mix) * ret
             ent = TruncNormal(seq["loc"][:-1], seq["scale"][:-1]).entropy()
@@ -458,7 +449,7 @@ class LatentAgent(nn.Module):
             bc = self.bc_loss(expert_feat, expert_action)  # logged even when it is not a term
             total = actor_loss + bc_weight * bc if bc_weight != 0 else actor_loss
         ac.actor_opt.zero_grad(set_to_none=True)
-        total.backward(inputs=ac.actor_opt.params, retain_graph=True)
+        total.backward()
         clip_and_step(ac.actor_opt, ac.actor_opt.params, cfg.grad_clip)
 
         # --- critics: lambda-returns of a random target critic on the rollouts (+ real transitions)
@@ -467,7 +458,7 @@ class LatentAgent(nn.Module):
             pick = torch.randint(2, (1,), device=pair.device)  # a random target critic, on the device
             tq = ensemble_member(ac.target_critic, pair, pick).squeeze(-1).float()  # (H, N)
             tret = lambda_return(reward[:-1], tq[:-1], g, tq[-1], lam)
-        q_pred = q_all[:, :-1]  # (2, H-1, N): the forward pass above, on the pairs themselves
+        q_pred = ac.critic(pair[:-1]).squeeze(-1).float()  # (2, H-1, N)
         critic_loss = (weight * (q_pred - tret) ** 2).mean()
         if cfg.critic_real_data:
             with torch.no_grad():
@@ -485,7 +476,7 @@ class LatentAgent(nn.Module):
             q_real = ac.critic(real_pair).squeeze(-1).float()
             critic_loss = critic_loss + ((q_real - target) ** 2).mean()
         ac.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward(inputs=ac.critic_opt.params)
+        critic_loss.backward()
         clip_and_step(ac.critic_opt, ac.critic_opt.params, cfg.grad_clip)
 
         # --- discriminator: expert (feat, next action) vs every imagined (feat, policy action), noisy
