@@ -83,3 +83,19 @@ def test_gpu_check_falls_back_to_the_cpu_with_the_same_layout(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cuda",
                           "--out", str(tmp_path / "x.json")], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and "no CUDA device" in res.stderr
+
+
+@pytest.mark.slow
+def test_eval_speed_counts_every_step_of_lockstep_episodes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_eval_speed", ROOT / "benchmarks" / "eval_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    one = mod.eval_rate("pointmaze-umaze", episodes=3, n_par=1)
+    two = mod.eval_rate("pointmaze-umaze", episodes=3, n_par=2)  # batches of 2 and 1
+    for r in (one, two):  # every step of the 3 episodes (at most 300 each), none of a finished one
+        assert r["episodes"] == 3 and 3 <= r["env_steps"] <= 900
+        assert r["episodes_per_s"] > 0 and r["env_steps_per_s"] == pytest.approx(
+            r["episodes_per_s"] * r["env_steps"] / 3)
+    assert two["parallel"] == 2
