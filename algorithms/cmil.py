@@ -129,8 +129,9 @@ class Agent(LatentAgent):
         """BC initialisation, joint (the reference's): a world-model step on expert sequences,
         then an SGD step of the actor's NLL on their (pre-step, detached) posterior features."""
         obs, action, first = self.tensors(expert_batch)
-        post, metrics = self.wm.update(obs, action, first)
-        loss = self.bc_loss(self.wm.rssm.feat(post), action)
+        with self.autocast():
+            post, metrics = self.wm.update(obs, action, first)
+            loss = self.bc_loss(self.wm.rssm.feat(post), action)
         self.bc_opt.zero_grad()
         loss.backward()
         self.bc_opt.step()
@@ -165,7 +166,7 @@ class Agent(LatentAgent):
     def _actor_step(self, loss: torch.Tensor) -> None:
         self.ac.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
-        clip_and_step(self.ac.actor_opt, self.ac.actor.parameters(), self.cfg.grad_clip)
+        clip_and_step(self.ac.actor_opt, self.ac.actor_opt.params, self.cfg.grad_clip)
 
 
 # ------------------------------------------------------------------------- the offline phase
@@ -175,15 +176,16 @@ def pretrain_world_model(trainer: LatentTrainer, steps: int) -> None:
     cfg, agent = trainer.cfg, trainer.agent
     for _ in range(steps):
         batch = trainer.expert.sample(cfg.batch_size + cfg.expert_batch_size, cfg.seq_len, trainer.run.rng)
-        _, metrics = agent.wm.update(*agent.tensors(batch))
+        with agent.autocast():
+            _, metrics = agent.wm.update(*agent.tensors(batch))
         trainer.log(metrics)
         trainer.grad_steps += 1
 
 
 def pretrain(trainer: LatentTrainer, steps: int) -> None:
     """Full agent updates on the demos alone (the replay holds only them before any env step)."""
-    for _ in range(steps):
-        trainer.update()
+    if steps > 0:
+        trainer.update(steps)
 
 
 def bc_init(trainer: LatentTrainer, steps: int) -> None:

@@ -58,7 +58,7 @@ import torch.nn as nn
 
 from algorithms.clock import EvalClock, IntervalMeans, reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, gradient_penalty, reward_from_logits
-from algorithms.nets import ACTIVATIONS, EnsembleMLP, keras_init_, mlp
+from algorithms.nets import ACTIVATIONS, EnsembleLinear, EnsembleMLP, keras_init_, mlp
 from algorithms.obs_norm import demo_statistics
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.sequence_replay import SequenceReplay
@@ -144,6 +144,10 @@ class LatentConfig(BaseConfig):
     grad_clip: float = 100.0
     weight_decay: float = 1e-6
     log_disagreement_n: int = 256  # rollouts used for the disagreement log when u is not a reward term
+    # --- speed switches (off: the plain float32 eager path; on a CPU core neither helps at the cpu
+    # sizes, see benchmarks/RESULTS.md "Latent agent speed"; meant for a GPU, benchmarks/gpu_check.sh)
+    amp_bf16: bool = False  # updates under bfloat16 autocast (matmuls and convolutions in bf16)
+    compile: bool = False  # torch.compile the networks' forward passes (the GRU cell, MLPs, CNNs)
 
     def __post_validate__(self):
         name = type(self).__module__.rsplit(".", 1)[-1]
@@ -234,7 +238,7 @@ class Actor(nn.Module):
         self.net[-1].glorot_fans = (layers[-1], act_dim)  # two heads' fans (nets.keras_init_)
 
     def forward(self, feat: torch.Tensor) -> TruncNormal:
-        mean, raw = self.net(feat).chunk(2, -1)
+        mean, raw = self.net(feat).float().chunk(2, -1)  # float: bf16 autocast ends here
         return TruncNormal(torch.tanh(mean), 2.0 * torch.sigmoid(raw / 2.0) + self.min_std)
 
 
@@ -276,7 +280,8 @@ def imagine(rssm, actor: Actor, start: dict, horizon: int) -> dict:
     actor on detached features, so gradients reach the actor through the dynamics."""
     state = start
     feats, deters, actions, locs, scales = [rssm.feat(start)], [start["deter"]], [], [], []
-    heads = torch.randint(rssm.ensemble, (horizon,)).tolist()
+    # the same draws as a host list would give on a CPU; a tensor, so a GPU never waits for it
+    heads = torch.randint(rssm.ensemble, (horizon,), device=start["deter"].device)
     for t in range(horizon):
         dist = actor(feats[-1].detach())
         a = dist.rsample()
@@ -285,6 +290,29 @@ def imagine(rssm, actor: Actor, start: dict, horizon: int) -> dict:
         actions.append(a), locs.append(dist.loc), scales.append(dist.scale)
     return {"feat": torch.stack(feats), "deter": torch.stack(deters), "action": torch.stack(actions),
             "loc": torch.stack(locs), "scale": torch.stack(scales)}
+
+
+def ensemble_member(ens: EnsembleMLP, x: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """Member ``pick`` (a (1,) index tensor, read on the device) of an ``EnsembleMLP`` on x
+    (..., in) -> (..., out): the same layers as ``ens(x)[pick]``, without computing the others."""
+    lead = x.shape[:-1]
+    h = x.reshape(1, -1, x.shape[-1])
+    for layer in ens.net:
+        if isinstance(layer, EnsembleLinear):
+            h = torch.baddbmm(layer.bias.index_select(0, pick), h, layer.weight.index_select(0, pick))
+        else:
+            h = layer(h)
+    return h.reshape(*lead, -1)
+
+
+def compile_networks(agent: nn.Module) -> None:
+    """``torch.compile`` the forward passes of the agent's networks in place (the modules and
+    their state dicts stay as they are): the world model's encoder, decoder and GRU cell, and
+    the actor's, critics' and discriminator's MLPs. The loops (filtering, imagination) stay in
+    Python; each compiled piece fuses its element-wise work."""
+    wm, ac = agent.wm, agent.ac
+    for m in (wm.encoder, wm.decoder, wm.rssm.cell, ac.actor.net, ac.critic, ac.target_critic, ac.disc.net):
+        m.forward = torch.compile(m.forward)
 
 
 class frozen:
@@ -317,6 +345,9 @@ class LatentAgent(nn.Module):
         if cfg.weight_init == "glorot":
             keras_init_(self)
             self.ac.target_critic.load_state_dict(self.ac.critic.state_dict())
+        self._updates: int | None = None  # ac.updates on the host (target copies without a sync)
+        if cfg.compile:
+            compile_networks(self)
 
     # -- the method's terms ---------------------------------------------------------------------
     @property
@@ -335,15 +366,37 @@ class LatentAgent(nn.Module):
 
     # -- updates --------------------------------------------------------------------------------
     def tensors(self, *batches):
-        """obs, action, is_first of numpy sequence batches, concatenated, on the agent's device."""
+        """obs, action, is_first of numpy sequence batches, concatenated, on the agent's device
+        (through pinned memory, without blocking, on a GPU). A batch already on the device
+        (``to_device``) passes through."""
+        if len(batches) == 1 and isinstance(batches[0]["obs"], torch.Tensor):
+            return [batches[0][k] for k in ("obs", "action", "is_first")]
         dev = next(self.wm.parameters()).device
-        return [torch.as_tensor(np.concatenate([bt[k] for bt in batches]), device=dev)
-                for k in ("obs", "action", "is_first")]
+        out = []
+        for k in ("obs", "action", "is_first"):
+            x = torch.from_numpy(np.ascontiguousarray(np.concatenate([bt[k] for bt in batches])))
+            out.append(x.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else x.to(dev))
+        return out
+
+    def to_device(self, batch: dict) -> dict[str, torch.Tensor]:
+        """A numpy sequence batch as tensors on the agent's device (``tensors``)."""
+        return dict(zip(("obs", "action", "is_first"), self.tensors(batch)))
+
+    def autocast(self):
+        """bfloat16 autocast on the agent's device when ``amp_bf16`` is on (else a no-op)."""
+        dev = next(self.wm.parameters()).device
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp_bf16)
 
     def train_step(self, batch: dict, expert_batch: dict) -> dict[str, torch.Tensor]:
-        """One full update on a replay batch and an expert batch (numpy sequences): a world-model
-        step on the replay batch alone, then the expert batch filtered by the updated model
-        without a gradient, then the behaviour step."""
+        """One full update on a replay batch and an expert batch (numpy sequences, or tensors from
+        ``to_device``): a world-model step on the replay batch alone, then the expert batch
+        filtered by the updated model without a gradient, then the behaviour step. Nothing in it
+        waits for the device (no ``.item()``, no branch on a tensor's value): the metrics it
+        returns are 0-d tensors on the device."""
+        with self.autocast():
+            return self._train_step(batch, expert_batch)
+
+    def _train_step(self, batch: dict, expert_batch: dict) -> dict[str, torch.Tensor]:
         obs, action, first = self.tensors(batch)
         post, metrics = self.wm.update(obs, action, first)
         e_obs, e_action, e_first = self.tensors(expert_batch)
@@ -360,7 +413,7 @@ class LatentAgent(nn.Module):
 
     def discriminate(self, pair: torch.Tensor) -> torch.Tensor:
         """D(x) of inputs x = concat(features, action) as a probability, with no noise added."""
-        return reward_from_logits(self.ac.disc(pair), "prob")  # the module itself adds no noise
+        return reward_from_logits(self.ac.disc(pair).float(), "prob")  # the module itself adds no noise
 
     def disc_inputs(self, pair: torch.Tensor) -> torch.Tensor:
         """``pair`` plus one draw of Gaussian noise of std ``disc_noise``: what the discriminator
@@ -397,7 +450,7 @@ class LatentAgent(nn.Module):
                 with torch.no_grad():  # for the log only, on a slice of the rollouts
                     u = wm.disagreement(seq["deter"][1:, : cfg.log_disagreement_n])
             reward = self.imagined_reward(d_prob, u)
-            q = ac.critic(pair).squeeze(-1).min(0).values  # (H, N)
+            q = ac.critic(pair).squeeze(-1).float().min(0).values  # (H, N)
             ret = lambda_return(reward[:-1], q[:-1], g, q[-1], lam)
             objective = cfg.value_mix * q[:-1] + (1.0 - cfg.value_mix) * ret
             ent = TruncNormal(seq["loc"][:-1], seq["scale"][:-1]).entropy()
@@ -406,14 +459,15 @@ class LatentAgent(nn.Module):
             total = actor_loss + bc_weight * bc if bc_weight != 0 else actor_loss
         ac.actor_opt.zero_grad(set_to_none=True)
         total.backward()
-        clip_and_step(ac.actor_opt, ac.actor.parameters(), cfg.grad_clip)
+        clip_and_step(ac.actor_opt, ac.actor_opt.params, cfg.grad_clip)
 
         # --- critics: lambda-returns of a random target critic on the rollouts (+ real transitions)
         pair, reward = pair.detach(), reward.detach()
         with torch.no_grad():
-            tq = ac.target_critic(pair).squeeze(-1)[int(torch.randint(2, ()))]
+            pick = torch.randint(2, (1,), device=pair.device)  # a random target critic, on the device
+            tq = ensemble_member(ac.target_critic, pair, pick).squeeze(-1).float()  # (H, N)
             tret = lambda_return(reward[:-1], tq[:-1], g, tq[-1], lam)
-        q_pred = ac.critic(pair[:-1]).squeeze(-1)  # (2, H-1, N)
+        q_pred = ac.critic(pair[:-1]).squeeze(-1).float()  # (2, H-1, N)
         critic_loss = (weight * (q_pred - tret) ** 2).mean()
         if cfg.critic_real_data:
             with torch.no_grad():
@@ -428,11 +482,11 @@ class LatentAgent(nn.Module):
                     real_pair = torch.cat([real_feat[bi, ti - 1], action[bi, ti]], -1)
                 r_real = self.discriminate(real_pair)
                 target = r_real + g * v_next
-            q_real = ac.critic(real_pair).squeeze(-1)
+            q_real = ac.critic(real_pair).squeeze(-1).float()
             critic_loss = critic_loss + ((q_real - target) ** 2).mean()
         ac.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
-        clip_and_step(ac.critic_opt, ac.critic.parameters(), cfg.grad_clip)
+        clip_and_step(ac.critic_opt, ac.critic_opt.params, cfg.grad_clip)
 
         # --- discriminator: expert (feat, next action) vs every imagined (feat, policy action), noisy
         pos = torch.cat([expert_feat[:, :-1], expert_action[:, 1:]], -1).reshape(-1, pair.shape[-1])
@@ -444,10 +498,14 @@ class LatentAgent(nn.Module):
             disc_loss = disc_loss + cfg.gp_weight * gradient_penalty(ac.disc, pos, sub)
         ac.disc_opt.zero_grad(set_to_none=True)
         disc_loss.backward()
-        clip_and_step(ac.disc_opt, ac.disc.parameters(), cfg.grad_clip)
+        clip_and_step(ac.disc_opt, ac.disc_opt.params, cfg.grad_clip)
 
         ac.updates += 1
-        if int(ac.updates) % cfg.target_update_every == 0:
+        if self._updates is None:  # the count on the host, read from the buffer once (no sync later)
+            self._updates = int(ac.updates)
+        else:
+            self._updates += 1
+        if self._updates % cfg.target_update_every == 0:
             ac.target_critic.load_state_dict(ac.critic.state_dict())
         return {"actor_loss": actor_loss.detach(), "bc_loss": bc.detach(),
                 "critic_loss": critic_loss.detach(), "disc_loss": disc_loss.detach(),
@@ -480,6 +538,7 @@ class LatentAgent(nn.Module):
 
     def load_full_state(self, state: dict) -> None:
         self.load_state_dict(state["modules"])
+        self._updates = None
         self.wm.opt.load_state_dict(state["wm_opt"])
         self.ac.actor_opt.load_state_dict(state["actor_opt"])
         self.ac.critic_opt.load_state_dict(state["critic_opt"])
@@ -583,13 +642,26 @@ class LatentTrainer:
         """Add one step's metrics to the interval means of the next evaluation row."""
         self.losses.add(**metrics)
 
-    def update(self) -> None:
-        """One full agent update on a replay batch and an expert batch."""
-        cfg, rng = self.cfg, self.run.rng
+    def _batches(self) -> tuple[dict, dict]:
+        """A replay batch and an expert batch, sampled (in that order, from ``run.rng``) and
+        moved to the agent's device."""
+        cfg, rng, agent = self.cfg, self.run.rng, self.agent
         batch = self.replay.sample(cfg.batch_size, cfg.seq_len, rng)
         expert = self.expert.sample(cfg.expert_batch_size, cfg.seq_len, rng)
-        self.log(self.agent.train_step(batch, expert))
-        self.grad_steps += 1
+        return agent.to_device(batch), agent.to_device(expert)
+
+    def update(self, n: int = 1) -> None:
+        """``n`` full agent updates, each on a replay batch and an expert batch. The next pair
+        is sampled (into pinned memory and copied without blocking, on a GPU) right after an
+        update is queued, so the host prepares it while the device computes; the replays do not
+        change in between, and the draws come in the same order as one update at a time."""
+        nxt = self._batches()
+        for i in range(n):
+            cur = nxt
+            self.log(self.agent.train_step(*cur))
+            self.grad_steps += 1
+            if i + 1 < n:
+                nxt = self._batches()
 
     def evaluate(self) -> dict:
         """One evaluation row (with the interval means of the ``LOGGED`` columns; empty where a
@@ -628,8 +700,7 @@ class LatentTrainer:
                     self.env_steps += 1
                     bar.update(1)
                     if self.env_steps >= cfg.seed_steps and self.env_steps % cfg.train_every == 0:
-                        for _ in range(cfg.updates_per_train):
-                            self.update()
+                        self.update(cfg.updates_per_train)
                     done = term or trunc
                 self.replay.add_episode(np.stack(observations), np.stack(actions))
                 if clock.due(self.env_steps):

@@ -106,13 +106,18 @@ class EnsemblePrior(nn.Module):
         self.out = EnsembleLinear(k, hidden, 2 * stoch)
 
     def _stats(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, raw = out.chunk(2, -1)
+        mean, raw = out.float().chunk(2, -1)  # float32 statistics under bf16 autocast
         return mean, std_from_raw(raw, self.std_act, self.min_std)
 
-    def head(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prior of head ``k`` for a batch h (N, deter)."""
-        x = self.act(torch.addmm(self.inp.bias[k, 0], h, self.inp.weight[k]))
-        return self._stats(torch.addmm(self.out.bias[k, 0], x, self.out.weight[k]))
+    def head(self, h: torch.Tensor, k: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prior of head ``k`` (an int, or a 0-d tensor on the device) for a batch h (N, deter)."""
+        if isinstance(k, torch.Tensor):  # index_select: indexing with a 0-d tensor would read it on the host
+            k = k.reshape(1)
+            pick = lambda p: p.index_select(0, k)[0]  # noqa: E731
+        else:
+            pick = lambda p: p[k]  # noqa: E731
+        x = self.act(torch.addmm(pick(self.inp.bias)[0], h, pick(self.inp.weight)))
+        return self._stats(torch.addmm(pick(self.out.bias)[0], x, pick(self.out.weight)))
 
     def per_step(self, h: torch.Tensor, ks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (L, N, deter) with head ks[t] at step t -> mean, std (L, N, stoch)."""
@@ -165,7 +170,7 @@ class RSSM(nn.Module):
 
     def _posterior(self, deter, e_part, noise=None):
         x = self.act(self.obs_h(deter) + e_part)
-        mean, raw = self.obs_out(x).chunk(2, -1)
+        mean, raw = self.obs_out(x).float().chunk(2, -1)
         std = std_from_raw(raw, self.std_act, self.min_std)
         stoch = mean if noise is None else mean + std * noise
         return stoch, mean, std
@@ -228,7 +233,7 @@ class RSSM(nn.Module):
         lead = deter.shape[:-1]
         if self.ensemble == 1:
             return deter.new_zeros(lead)
-        means = self.prior.all_means(deter.reshape(-1, deter.shape[-1]))  # (K, N, stoch)
+        means = self.prior.all_means(deter.reshape(-1, deter.shape[-1])).float()  # (K, N, stoch)
         var = ((means - means.mean(0)) ** 2).mean(0)  # population variance across heads
         # exactly 0 where all heads agree, with a finite gradient there (sqrt's slope is infinite at 0)
         std = torch.sqrt(var.clamp_min(1e-12)) * (var > 0)
@@ -331,7 +336,7 @@ class WorldModel(nn.Module):
             obs = random_shift(obs.reshape(b * n, *obs.shape[2:]), self.cfg.shift_pad).reshape(obs.shape)
         post, prior = self.rssm.observe(self.embed(obs), action, is_first)
         kl_loss, kl_value = self.kl_loss(post, prior)
-        recon = self.decoder(self.rssm.feat(post))
+        recon = self.decoder(self.rssm.feat(post)).float()
         err = (recon - self.target(obs)) ** 2
         recon_loss = 0.5 * err.flatten(2).sum(-1).mean()
         loss = recon_loss + self.cfg.kl_scale * kl_loss
@@ -344,7 +349,7 @@ class WorldModel(nn.Module):
         loss, post, metrics = self.loss(obs, action, is_first)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        clip_and_step(self.opt, self.parameters(), self.cfg.grad_clip)
+        clip_and_step(self.opt, self.opt.params, self.cfg.grad_clip)
         return {k: v.detach() for k, v in post.items()}, metrics
 
     @torch.no_grad()
