@@ -331,6 +331,19 @@ class frozen:
 
 
 # ------------------------------------------------------------------------------------- agent
+def sequence_tensors(dev: torch.device, *batches) -> list[torch.Tensor]:
+    """obs, action, is_first of numpy sequence batches, concatenated, on ``dev`` (through pinned
+    memory, without blocking, on a GPU). A batch already on the device (``to_device``) passes
+    through."""
+    if len(batches) == 1 and isinstance(batches[0]["obs"], torch.Tensor):
+        return [batches[0][k] for k in ("obs", "action", "is_first")]
+    out = []
+    for k in ("obs", "action", "is_first"):
+        x = torch.from_numpy(np.ascontiguousarray(np.concatenate([bt[k] for bt in batches])))
+        out.append(x.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else x.to(dev))
+    return out
+
+
 class LatentAgent(nn.Module):
     """World model + actor-critic + discriminator, with all their optimisers.
 
@@ -366,17 +379,8 @@ class LatentAgent(nn.Module):
 
     # -- updates --------------------------------------------------------------------------------
     def tensors(self, *batches):
-        """obs, action, is_first of numpy sequence batches, concatenated, on the agent's device
-        (through pinned memory, without blocking, on a GPU). A batch already on the device
-        (``to_device``) passes through."""
-        if len(batches) == 1 and isinstance(batches[0]["obs"], torch.Tensor):
-            return [batches[0][k] for k in ("obs", "action", "is_first")]
-        dev = next(self.wm.parameters()).device
-        out = []
-        for k in ("obs", "action", "is_first"):
-            x = torch.from_numpy(np.ascontiguousarray(np.concatenate([bt[k] for bt in batches])))
-            out.append(x.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else x.to(dev))
-        return out
+        """obs, action, is_first of the batches on the agent's device (``sequence_tensors``)."""
+        return sequence_tensors(next(self.wm.parameters()).device, *batches)
 
     def to_device(self, batch: dict) -> dict[str, torch.Tensor]:
         """A numpy sequence batch as tensors on the agent's device (``tensors``)."""

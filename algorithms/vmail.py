@@ -59,7 +59,14 @@ import torch.nn.functional as F
 
 from algorithms.clock import reset_seed
 from algorithms.discriminator import Discriminator, bce_loss, parameter_gradient_penalty
-from algorithms.latent_agent import LatentConfig, LatentTrainer, frozen, imagine, lambda_return
+from algorithms.latent_agent import (
+    LatentConfig,
+    LatentTrainer,
+    frozen,
+    imagine,
+    lambda_return,
+    sequence_tensors,
+)
 from algorithms.nets import keras_init_, mlp
 from algorithms.optim import clip_and_step, make_optimizer
 from algorithms.world_model import WorldModel
@@ -261,8 +268,12 @@ class Agent(nn.Module):
             keras_init_(self)
 
     def tensors(self, batch: dict):
-        dev = next(self.wm.parameters()).device
-        return [torch.as_tensor(batch[k], device=dev) for k in ("obs", "action", "is_first")]
+        """obs, action, is_first on the agent's device (the shared path: pinned memory on a GPU)."""
+        return sequence_tensors(next(self.wm.parameters()).device, batch)
+
+    def to_device(self, batch: dict) -> dict[str, torch.Tensor]:
+        """A numpy sequence batch as tensors on the agent's device, for the trainer's prefetch."""
+        return dict(zip(("obs", "action", "is_first"), self.tensors(batch)))
 
     def discriminate(self, pair: torch.Tensor) -> torch.Tensor:
         """D(s, a): the discriminator's probability, without input noise."""

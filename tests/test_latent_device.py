@@ -20,15 +20,15 @@ from cmil_bench.config import build_config
 torch.set_num_threads(1)
 SMALL = {"deter": 24, "stoch": 6, "hidden": 20, "mlp_layers": "16,16", "actor_layers": "16,16",
          "critic_layers": "16,16", "disc_hidden": "16", "horizon": 4, "batch_size": 3,
-         "expert_batch_size": 3, "seq_len": 6, "cnn_depth": 2, "target_update_every": 2}
+         "expert_batch_size": 3, "seq_len": 6, "cnn_depth": 2}
 
 
 def make(algo: str, pixels: bool = False, **over):
     mod = {"cmil": cmil, "vmail": vmail}[algo]
-    base = dict(SMALL, **({"ensemble_size": 5} if algo == "cmil" else {}))
+    base = dict(SMALL, **({"ensemble_size": 5, "target_update_every": 2} if algo == "cmil" else {}))
     base.update({k: str(v) for k, v in over.items()})
     cfg = build_config(mod.Config, mod.PRESETS, None, base, algo)
-    agent_cls = cmil.Agent if algo == "cmil" else LatentAgent
+    agent_cls = cmil.Agent if algo == "cmil" else vmail.Agent
     obs_shape = (64, 64, 3) if pixels else (5,)
     return agent_cls(obs_shape, 2, cfg), obs_shape
 
