@@ -153,11 +153,10 @@ def budget_for(budgets: dict | None, task: str, family: str) -> dict | None:
     return budgets.get(task) or budgets.get(family)
 
 
-def _check_budgets(budgets: dict | None, where: str, task_names, tasks) -> None:
+def _check_budgets(budgets: dict | None, where: str, task_names, tasks, known: dict) -> None:
     """Budget entries name known tasks or families, evaluate within the budget, and cover every
-    task of the sweep section (``tasks``) when there are any."""
-    from envs.catalog import task_entry
-
+    task of the sweep section (``tasks``) when there are any. ``known``: task name -> its catalog
+    entry (built-in and inline definitions)."""
     if not budgets:
         return
     for name, b in budgets.items():
@@ -167,9 +166,10 @@ def _check_budgets(budgets: dict | None, where: str, task_names, tasks) -> None:
             raise SweepConfigError(f"key '{where}.{name}.eval_every': {b['eval_every']} is more than "
                                    f"its total_steps {b['total_steps']}")
     for task in tasks or []:
-        if budget_for(budgets, task, task_entry(task).family) is None:
+        family = known[task].family
+        if budget_for(budgets, task, family) is None:
             raise SweepConfigError(f"key {where!r}: task {task!r} has no budget (give one under "
-                                   f"{task!r} or its family {task_entry(task).family!r}), so its "
+                                   f"{task!r} or its family {family!r}), so its "
                                    "online algorithms would not share one")
 
 
@@ -208,7 +208,7 @@ def check_names(config: dict) -> None:
             raise _unknown(f"algo_settings.{name}", name, "algorithm or variant", runnable)
         _check_sets(s.get("set"), f"algo_settings.{name}.set")
     _check_task_settings(config.get("task_settings"), "task_settings", task_names, runnable)
-    _check_budgets(config.get("budgets"), "budgets", task_names, config.get("tasks"))
+    _check_budgets(config.get("budgets"), "budgets", task_names, config.get("tasks"), TASKS)
     for name in config.get("resources") or {}:
         if name != "default" and name not in runnable:
             raise _unknown(f"resources.{name}", name, "algorithm or variant", runnable | {"default"})
@@ -216,7 +216,7 @@ def check_names(config: dict) -> None:
     each("smoke.algos", smoke.get("algos"), "algorithm or variant", runnable)
     each("smoke.tasks", smoke.get("tasks"), "task", TASKS)
     _check_task_settings(smoke.get("task_settings"), "smoke.task_settings", task_names, runnable)
-    _check_budgets(smoke.get("budgets"), "smoke.budgets", task_names, smoke.get("tasks"))
+    _check_budgets(smoke.get("budgets"), "smoke.budgets", task_names, smoke.get("tasks"), TASKS)
     abl = config.get("ablation") or {}
     if abl:
         if abl.get("algo", "cmil") not in algos:
@@ -225,7 +225,7 @@ def check_names(config: dict) -> None:
         _check_sets(abl.get("set"), "ablation.set")
         _check_sets(abl.get("switches"), "ablation.switches")
         _check_task_settings(abl.get("task_settings"), "ablation.task_settings", task_names, runnable)
-        _check_budgets(abl.get("budgets"), "ablation.budgets", task_names, abl.get("tasks"))
+        _check_budgets(abl.get("budgets"), "ablation.budgets", task_names, abl.get("tasks"), TASKS)
 
 
 def check(config: dict, schema_path: str | Path) -> dict:

@@ -48,13 +48,15 @@ def test_own_seeds_reproduce_the_runs_last_evaluation(finished, algo):
 
 
 def test_held_out_episodes_by_default(finished):
-    r = evaluate_checkpoint(finished["dac"], episodes=3)
+    r = evaluate_checkpoint(finished["bc"], episodes=3)
     assert r["seed_base"] == 2_000_000 and r["episodes"] == 3
     assert 0.0 <= r["success"] <= 1.0 and r["se"] >= 0.0
-    # The same seeds give the same episodes; other seeds other starting states (returns).
-    again = evaluate_checkpoint(finished["dac"], episodes=3)
+    # The same seeds give the same episodes; other seeds other starting states (returns). BC's
+    # smoke policy reaches the goal on some starts; the reference DAC's (random actions until its
+    # first actor update) never does in 600 steps, so its sparse returns are 0 on every seed.
+    again = evaluate_checkpoint(finished["bc"], episodes=3)
     assert again["eval_return"] == r["eval_return"]
-    own = evaluate_checkpoint(finished["dac"], episodes=3, seed_base=EVAL_SEED_BASE)
+    own = evaluate_checkpoint(finished["bc"], episodes=3, seed_base=EVAL_SEED_BASE)
     assert own["eval_return"] != r["eval_return"]
 
 

@@ -169,6 +169,9 @@ def test_sweep_config_refuses_a_bad_inline_task():
     with pytest.raises(sweep.SweepConfigError, match=r"key 'tasks\[1\]': unknown task 'car-pixels'"):
         sweep.check(config, SCHEMA)
     config["tasks"] = ["car", "fetch-push"]
+    with pytest.raises(sweep.SweepConfigError, match="task 'car' has no budget"):
+        sweep.check(config, SCHEMA)  # an inline task needs its matched budget like any other
+    config["budgets"]["car"] = {"total_steps": 1000, "eval_every": 500}
     sweep.check(config, SCHEMA)
     assert "car" not in catalog.TASKS  # checking a config changes nothing in this process
 
@@ -259,6 +262,7 @@ def test_unshipped_gymnasium_task_runs_through_cli_and_snakefile(tmp_path, monke
         "task_definitions": {"car": {**CAR, "demos": f"minari:{data}"}},
         "algos": ["bc"], "tasks": ["car"], "demos": [2], "seeds": [0], "report_reps": 50,
         "algo_settings": {"bc": {"preset": "smoke", "demos": [2]}},
+        "budgets": {"car": {"total_steps": 200, "eval_every": 100}},
         "task_settings": None,
     }
     cfg_file = tmp_path / "car.yaml"
