@@ -57,9 +57,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
@@ -271,29 +268,12 @@ def model_url(rel: str) -> str:
             f"{MODEL_REPO_FOLDER}/{rel}")
 
 
-def fetch_files(urls: dict[str, str], dest: Path, offline_hint: str, timeout: float = 60.0) -> Path:
-    """Download ``urls`` ({relative path: url}) under ``dest``; files already there are kept.
-    Needs network: only the demos command calls it, never a run or a test."""
-    for rel, url in urls.items():
-        target = dest / rel
-        if target.is_file() and target.stat().st_size > 0:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
-                shutil.copyfileobj(resp, f)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise UserError(f"cannot download {url} ({type(exc).__name__}: {exc}); {offline_hint}") from None
-        os.replace(tmp, target)
-    return dest
 
 
 def download_model(dest: str | os.PathLike | None = None) -> Path:
     """Fetch the model's files from the public repository into ``dest`` (default
     ``$CMIL_BENCH_CACHE/pddm-baoding``, i.e. ~/.cache/cmil-bench/pddm-baoding)."""
-    from envs.sources import cache_dir
+    from envs.sources import cache_dir, fetch_files
 
     dest = Path(dest) if dest is not None else cache_dir() / "pddm-baoding"
     return fetch_files({rel: model_url(rel) for rel in MODEL_FILES}, dest,

@@ -78,10 +78,10 @@ def demo_url(name: str) -> str:
 
 def download_demos(dest: str | Path | None = None) -> Path:
     """Fetch the 20 demos (network) into ``dest`` (default ``$CMIL_BENCH_CACHE/cmil-shadowhand``)."""
-    from envs.sources import cache_dir
+    from envs.sources import cache_dir, fetch_files
 
     dest = Path(dest) if dest is not None else cache_dir() / "cmil-shadowhand"
-    return B.fetch_files({n: demo_url(n) for n in DEMO_FILES}, dest,
+    return fetch_files({n: demo_url(n) for n in DEMO_FILES}, dest,
                          f"without network, copy the folder {DEMO_FOLDER} of github.com/{DEMO_REPO} "
                          "to this machine and pass --path DIR")
 

@@ -67,6 +67,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CMIL_BENCH_CACHE", "~/.cache/cmil-bench")).expanduser()
 
 
+def fetch_files(urls: dict[str, str], dest: Path, offline_hint: str, timeout: float = 60.0) -> Path:
+    """Download ``urls`` ({relative path: url}) under ``dest``; files already there are kept.
+    Needs network: only the demos command calls it, never a run or a test."""
+    for rel, url in urls.items():
+        target = dest / rel
+        if target.is_file() and target.stat().st_size > 0:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".part")
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
+                shutil.copyfileobj(resp, f)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot download {url} ({type(exc).__name__}: {exc}); {offline_hint}") from None
+        os.replace(tmp, target)
+    return dest
+
+
 def download_kitchen_paper(dest: str | os.PathLike | None = None, timeout: float = 60.0) -> Path:
     """Download the paper's 10 Kitchen demos into ``dest`` (files already there are kept).
 
@@ -74,24 +93,10 @@ def download_kitchen_paper(dest: str | os.PathLike | None = None, timeout: float
     """
     dest = Path(dest) if dest is not None else cache_dir() / "kitchen-paper"
     dest.mkdir(parents=True, exist_ok=True)
-    for name in KITCHEN_PAPER_FILES:
-        target = dest / name
-        if target.is_file() and target.stat().st_size > 0:
-            continue
-        url = kitchen_paper_url(name)
-        tmp = target.with_name(target.name + ".part")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
-                shutil.copyfileobj(resp, f)
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise UserError(
-                f"cannot download the paper's Kitchen demo {url} ({type(exc).__name__}: {exc}); "
-                f"without network, copy the folder {KITCHEN_PAPER_FOLDER} of "
-                f"github.com/{KITCHEN_PAPER_REPO} to this machine and pass --path DIR"
-            ) from None
-        os.replace(tmp, target)
-    return dest
+    return fetch_files({name: kitchen_paper_url(name) for name in KITCHEN_PAPER_FILES}, dest,
+                       f"without network, copy the folder {KITCHEN_PAPER_FOLDER} of "
+                       f"github.com/{KITCHEN_PAPER_REPO} to this machine and pass --path DIR",
+                       timeout=timeout)
 
 
 def kitchen_paper_files(path: str | os.PathLike) -> list[Path]:
