@@ -35,7 +35,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from helpers import run_argv, write_pointmaze_demos
+from helpers import minari_path_set, run_argv, write_pointmaze_demos
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -276,22 +276,14 @@ def write_minari_dataset(
         returns.append(float(r.sum()))
         success.append(i % 2 == 1)
     root = Path(root)
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            minari.create_dataset_from_buffers(
-                dataset_id, buffers, observation_space=obs_space, action_space=act_space,
-                algorithm_name="scripted", author="cmil-bench tests", author_email="tests@example.invalid",
-                code_permalink="https://example.invalid/cmil-bench", description="test fixture",
-                jpeg_encoding=jpeg_encoding,
-            )
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
+    with minari_path_set(root), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(
+            dataset_id, buffers, observation_space=obs_space, action_space=act_space,
+            algorithm_name="scripted", author="cmil-bench tests", author_email="tests@example.invalid",
+            code_permalink="https://example.invalid/cmil-bench", description="test fixture",
+            jpeg_encoding=jpeg_encoding,
+        )
     return {
         "id": dataset_id, "root": root, "path": root / dataset_id, "obs_space": obs_space,
         "n_episodes": len(lengths), "lengths": list(lengths), "returns": returns,
@@ -362,17 +354,10 @@ def demo_root(tmp_path_factory):
     from envs.collect import collect_demos
 
     root = tmp_path_factory.mktemp("minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
+    with minari_path_set(root):
         collect_demos("pointmaze-umaze", 3, seed=0, root=str(root), random_episodes=2)
         collect_demos("fetch-push", 3, seed=0, root=str(root), pixels=True, random_episodes=2)
         yield root
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ Every test module imports them one way: ``from helpers import ...`` (pytest puts
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -119,3 +120,18 @@ def assert_clean_failure(rc: int, err: str, *names: str, out: Path | None = None
     if out is not None:
         assert not list(Path(out).rglob("metrics.csv")), f"a metrics.csv was left under {out}"
     return lines[0]
+
+
+@contextlib.contextmanager
+def minari_path_set(root):
+    """``MINARI_DATASETS_PATH`` set to ``root`` inside the block, restored (or unset) after it:
+    for session fixtures, which cannot use ``monkeypatch``."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old

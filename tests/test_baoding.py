@@ -19,6 +19,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from cmil_bench.errors import UserError  # noqa: E402
 from envs import baoding as B  # noqa: E402
 from envs.registry import get_task, make_env  # noqa: E402
+from helpers import minari_path_set  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODEL = SHARED / "data" / "pddm-baoding"
@@ -243,17 +244,10 @@ def baoding_root(tmp_path_factory):
 
     demos, folder = demo_folder(), model_folder()
     root = tmp_path_factory.mktemp("baoding-minari")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
+    with minari_path_set(root):
         assert main(["demos", "--task", "baoding-pixels", "--source", "cmil-shadowhand", "--path",
                      str(demos), "--model", str(folder)]) == 0
         yield root
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
 
 
 def test_conversion_writes_the_20_demos(baoding_root):
