@@ -1,4 +1,4 @@
-"""The ``cmil-bench`` command line: demos, run, evaluate, report, status, list."""
+"""The ``cmil-bench`` command line: demos, run, expert, evaluate, report, status, list."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ EPILOG = """examples:
   cmil-bench demos --task baoding --source cmil-shadowhand --path DEMOS --model PDDM_DIR
   cmil-bench run --algo bc --task pointmaze-umaze --demos 10 --seed 0 --out results/runs/x
   cmil-bench run --tasks my_tasks.yaml --algo bc --task my-task --demos 4 --out results/runs/y
+  cmil-bench expert --task hopper            # SAC expert -> experts/hopper.pt + card
   cmil-bench evaluate results/runs/dac/fetch-push/d10/s0 --episodes 200
   cmil-bench report --runs results/runs --out results/report
   cmil-bench status results
@@ -67,6 +68,32 @@ def _add_run(sub) -> None:
                    help="progress bar (auto: only on a terminal)")
 
 
+def _add_expert(sub) -> None:
+    p = sub.add_parser(
+        "expert", help="train a task's expert with SAC; write its policy file and card",
+        description="Train SAC (algorithms/sac_expert.py, Haarnoja et al.'s defaults) on the task's "
+                    "reward in a resumable run folder, then write the actor of its best evaluation as "
+                    "the policy file the task names (experts/<task>.pt) and a card beside it (.md): "
+                    "command, seed, env steps, wall time, the file's return over --episodes fresh "
+                    "episodes, target, learning curve. `cmil-bench demos --task T` then rolls the "
+                    "file out. Started again after a kill, training resumes.")
+    p.add_argument("--task", required=True, help="a state task (e.g. hopper)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run folder (default results/experts/<task>/s<seed>)")
+    p.add_argument("--policy",
+                   help="policy file to write (default: the task's expert, e.g. experts/hopper.pt)")
+    p.add_argument("--episodes", type=int, default=50,
+                   help="episodes the card scores the file on (default 50)")
+    p.add_argument("--preset", help="presets of the trainer (smoke)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one hyperparameter of the trainer (e.g. total_steps=300000)")
+    p.add_argument("--from-checkpoint", action="store_true",
+                   help="do not train: export the run folder's last checkpoint, finished or not")
+    p.add_argument("--force", action="store_true", help="train again from scratch")
+    p.add_argument("--progress", choices=["auto", "on", "off"], default="auto",
+                   help="progress bar (auto: only on a terminal)")
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate", help="score runs' last checkpoints again on more (held-out) episodes",
@@ -114,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demos(sub)
     _add_run(sub)
+    _add_expert(sub)
     _add_evaluate(sub)
     _add_report(sub)
     _add_status(sub)
@@ -124,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "preset value).")
     p.add_argument("--algo", help="an algorithm: list its presets")
     p.add_argument("--preset", help="preset names of --algo, comma-separated, applied left to right")
-    for name in ("demos", "run", "evaluate", "list"):
+    for name in ("demos", "run", "expert", "evaluate", "list"):
         _add_tasks_option(sub.choices[name])
     return parser
 
@@ -176,6 +204,20 @@ def _cmd_run(args) -> int:
                    demo_source=args.demo_source, variant=args.variant, force=args.force,
                    show_progress=show)
     print(path)
+    return 0
+
+
+def _cmd_expert(args) -> int:
+    from cmil_bench.config import parse_overrides
+    from cmil_bench.expert import train_expert
+
+    show = {"auto": None, "on": True, "off": False}[args.progress]
+    policy, card = train_expert(task=args.task, seed=args.seed, out=args.out, policy=args.policy,
+                                episodes=args.episodes, preset=args.preset,
+                                overrides=parse_overrides(args.overrides), force=args.force,
+                                from_checkpoint=args.from_checkpoint, show_progress=show)
+    print(policy)
+    print(card)
     return 0
 
 
@@ -280,12 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         for path in getattr(args, "tasks", None) or []:
             from envs.catalog import add_task_file
             add_task_file(path)
-        if args.command in ("demos", "run", "evaluate", "list"):
+        if args.command in ("demos", "run", "expert", "evaluate", "list"):
             check_mujoco_gl(chosen_by_user=gl_chosen)
         if args.command == "demos":
             return _cmd_demos(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "expert":
+            return _cmd_expert(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         if args.command == "status":
@@ -304,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         hint = (" (run the same command again to resume from the last checkpoint)"
-                if args.command == "run" else "")
+                if args.command in ("run", "expert") else "")
         print(f"cmil-bench {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

@@ -35,7 +35,7 @@ def evaluate_checkpoint(run_dir: str | Path, episodes: int = 200, seed_base: int
     Returns a dict: run, algo, variant, task, seed, n_demos, env_steps (of the checkpoint),
     own_score (the checkpoint's last evaluation), episodes, seed_base, norm_score, se (its
     standard error), success, eval_return."""
-    from algorithms import get_algorithm
+    from algorithms import get_run_module
     from cmil_bench.config import build_config
     from cmil_bench.run import play_episodes, resolve_device
     from envs.registry import get_task, make_env
@@ -58,7 +58,7 @@ def evaluate_checkpoint(run_dir: str | Path, episodes: int = 200, seed_base: int
     except (ValueError, KeyError) as e:
         raise UserError(f"{str(meta_path)!r} is not a cmil-bench run record "
                         f"({type(e).__name__}: {e})") from None
-    module = get_algorithm(algo)
+    module = get_run_module(algo)
     choices = getattr(module, "EVAL_POLICIES", ("eval",))
     if which not in choices:
         raise UserError(f"{algo} runs have the policies {', '.join(choices)}; "

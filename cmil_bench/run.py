@@ -475,7 +475,7 @@ def _identity(algo, variant, task, n_demos, seed, source, cfg) -> dict:
 def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
             preset: str | list[str] | None = None, overrides: dict[str, str] | None = None,
             demo_source: str | None = None, variant: str | None = None, force: bool = False,
-            show_progress: bool | None = None) -> Path:
+            show_progress: bool | None = None, expert_trainer: bool = False) -> Path:
     """Run one (algorithm, task, demo count, seed) to completion; returns the metrics.csv path.
 
     A finished run (metrics.csv present) of the same request is left alone, and an interrupted
@@ -485,13 +485,16 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
     clean whatever it holds. Every input (config values, demo source, demo shapes against the
     task's spaces) is checked before the folder is created or changed.
     ``preset`` names presets to overlay, left to right (``"cpu,pixels"`` or a list).
+    ``expert_trainer``: ``algo`` names an ``algorithms.EXPERT_TRAINERS`` module, which learns from
+    the task's reward without demos (``n_demos`` 0, demo source ``"none"``).
     """
-    from algorithms import get_algorithm
+    from algorithms import get_algorithm, get_expert_trainer
     from cmil_bench.config import build_config, preset_names
-    from envs.datasets import load_demos, subsample
+    from envs.datasets import DemoSet, load_demos, subsample
     from envs.registry import get_task
 
-    module = get_algorithm(algo)
+    module = get_expert_trainer(algo) if expert_trainer else get_algorithm(algo)
+    needs_demos = getattr(module, "NEEDS_DEMOS", True)
     spec = get_task(task)
     presets = preset_names(preset)
     cfg = build_config(module.Config, getattr(module, "PRESETS", {}), presets, overrides, algo)
@@ -505,9 +508,12 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"run folder {str(out)!r} exists and is not a folder")
-    source = demo_source or spec.demo_source
+    source = (demo_source or spec.demo_source) if needs_demos else "none"
     if not source:
         raise UserError(f"task {task!r} names no demo source; pass --demo-source")
+    if not needs_demos and spec.ref_demo_return is None:
+        raise UserError(f"task {task!r} has no demo reference return (`references: {{demo: D}}` in "
+                        f"its definition), which norm_score needs when a run has no demos")
     # A folder holds one run: another configuration's (finished or not) is refused, the same
     # one finished is left alone, the same one unfinished resumes.
     requested = _identity(algo, variant, task, n_demos, seed, source, cfg)
@@ -518,8 +524,11 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
             return _already_complete(metrics)
 
     # Every input is checked before the run folder is touched: bad input leaves nothing behind.
-    demoset = load_demos(source, task=spec)
-    demos = subsample(demoset, n_demos, seed)
+    if needs_demos:
+        demoset = load_demos(source, task=spec)
+        demos = subsample(demoset, n_demos, seed)
+    else:
+        demoset, demos = DemoSet(source, []), []
     device = resolve_device(cfg.device)
     spaces = task_spaces(spec)
     check_demo_shapes(spec, demoset.source, demos, spaces)

@@ -54,11 +54,10 @@ def expert_factory(spec: TaskSpec) -> Callable[[gym.Env], Any]:
         if not path.is_file():
             fam = spec.family or spec.name
             raise UserError(
-                f"task {spec.name!r}: no expert policy file {name} (looked for {path}); the trained "
-                f"policies are not shipped yet: train one with `cmil-bench expert --task {fam}` once "
-                f"that command exists and save it there, or write the demos yourself as the Minari "
+                f"task {spec.name!r}: no expert policy file {name} (looked for {path}); train one "
+                f"with `cmil-bench expert --task {fam}`, or write the demos yourself as the Minari "
                 f"dataset {default_dataset_id(spec)}")
-        return lambda env: policy_file_expert(path, env)
+        return lambda env: policy_file_expert(path, env, spec.flatten)
     if name in EXPERTS:
         return EXPERTS[name]
     if ":" in name or "." in name:

@@ -180,12 +180,62 @@ EXPERTS: dict[str, Callable[[gym.Env], Expert]] = {
 }
 
 
-def policy_file_expert(path, env: gym.Env) -> Expert:  # noqa: ARG001 (filled in by `cmil-bench expert`)
-    """The expert of a task whose definition names a policy file (``experts/<task>.pt``).
+class PolicyFileExpert:
+    """An expert policy file (``experts/<task>.pt``, written by `cmil-bench expert`): an MLP from
+    the task's state observation (the task's flattener applied to the raw observation) to
+    ``tanh`` of its output, the squashed mean action of the trained SAC actor. Deterministic."""
 
-    Reading these files comes with `cmil-bench expert` (the trained locomotion policies); until
-    then an existing file cannot be rolled out."""
-    from cmil_bench.errors import UserError
+    def __init__(self, path, env: gym.Env, flatten: Callable | None = None):
+        import torch
 
-    raise UserError(f"{path}: this version cannot roll out expert policy files yet (they come with "
-                    "`cmil-bench expert`); write the task's demos as a Minari dataset instead")
+        from cmil_bench.errors import UserError
+
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # not a torch file, or one with objects beyond tensors and lists
+            raise UserError(f"{path}: not a readable expert policy file ({type(e).__name__})") from None
+        if not isinstance(payload, dict) or payload.get("format") != "cmil-bench-policy":
+            raise UserError(f"{path}: not an expert policy file of cmil-bench (no format "
+                            "'cmil-bench-policy'); write one with `cmil-bench expert`")
+        if payload.get("version") != 1 or payload.get("output") != "tanh":
+            raise UserError(f"{path}: policy file version {payload.get('version')!r} / output "
+                            f"{payload.get('output')!r} is not one this version reads (1 / 'tanh')")
+        acts = {"relu": torch.relu, "tanh": torch.tanh, "elu": torch.nn.functional.elu}
+        if payload.get("activation") not in acts:
+            raise UserError(f"{path}: unknown activation {payload.get('activation')!r}")
+        self.act_fn = acts[payload["activation"]]
+        self.layers = [(lay["weight"].float(), lay["bias"].float()) for lay in payload["layers"]]
+        self.flatten = flatten or (lambda raw: np.asarray(raw, dtype=np.float32).ravel())
+        self.obs_dim, act_dim = int(payload["obs_dim"]), int(payload["act_dim"])
+        if tuple(env.action_space.shape) != (act_dim,):
+            raise UserError(f"{path}: the policy acts in {act_dim} dimensions, the task's actions "
+                            f"have shape {tuple(env.action_space.shape)}")
+        self.env = env
+
+    def reset(self, raw_obs) -> None:  # noqa: ARG002 (the Expert protocol)
+        return None
+
+    def act_state(self, state: np.ndarray) -> np.ndarray:
+        """Actions for a batch (or one) of flat state observations: the actor's own float32
+        arithmetic, so the file acts as the trained actor's evaluations did."""
+        import torch
+
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(state, dtype=np.float32))
+            for i, (w, b) in enumerate(self.layers):
+                x = torch.nn.functional.linear(x, w, b)
+                if i < len(self.layers) - 1:
+                    x = self.act_fn(x)
+            return torch.tanh(x).numpy()
+
+    def __call__(self, raw_obs) -> np.ndarray:
+        state = np.asarray(self.flatten(raw_obs), dtype=np.float32)
+        if state.shape != (self.obs_dim,):
+            from cmil_bench.errors import UserError
+            raise UserError(f"the expert policy reads {self.obs_dim}-d states, the task gives {state.shape}")
+        return _clip_action(self.env, self.act_state(state))
+
+
+def policy_file_expert(path, env: gym.Env, flatten: Callable | None = None) -> Expert:
+    """The expert of a task whose definition names a policy file (``experts/<task>.pt``)."""
+    return PolicyFileExpert(path, env, flatten)
