@@ -109,16 +109,6 @@ def test_halfcheetah_episode_runs_1000_steps():
         env.close()
 
 
-@pytest.mark.slow  # starts a process
-def test_missing_expert_policy_says_how_to_get_it(tmp_path):
-    res = _cli("demos", "--task", "hopper", "--episodes", "1", "--root", str(tmp_path))
-    assert res.returncode == 2
-    line = res.stderr.strip()
-    assert "\n" not in line and "Traceback" not in line
-    assert "experts/hopper.pt" in line and "cmil-bench expert --task hopper" in line
-    assert not (tmp_path / "cmil-bench").exists()  # stopped before touching the dataset root
-
-
 # ------------------------------------------------------------------ refusals
 
 
