@@ -389,14 +389,25 @@ def identity_differences(recorded: dict, requested: dict) -> list[tuple[str, Any
         have, want = recorded.get(key, _ABSENT), requested[key]
         if have is _ABSENT or _plain(have) != _plain(want):
             diffs.append((key, have, want))
-    have_cfg, want_cfg = recorded.get("config", _ABSENT), _plain(requested["config"])
-    if not isinstance(have_cfg, dict):
-        diffs.append(("config", have_cfg, want_cfg))
-        return diffs
-    for key in sorted(set(have_cfg) | set(want_cfg)):
-        have, want = have_cfg.get(key, _ABSENT), want_cfg.get(key, _ABSENT)
-        if have is _ABSENT or want is _ABSENT or _plain(have) != want:
-            diffs.append((f"config.{key}", have, want))
+    diffs += _mapping_differences("config", recorded.get("config", _ABSENT), requested["config"])
+    have_def = recorded.get("task_definition", _ABSENT)
+    want_def = requested.get("task_definition", _ABSENT)
+    if have_def is not _ABSENT or want_def is not _ABSENT:  # recorded for added tasks only
+        diffs += _mapping_differences("task_definition", have_def, want_def)
+    return diffs
+
+
+def _mapping_differences(name: str, have, want) -> list[tuple[str, Any, Any]]:
+    """``[(name.KEY, recorded, requested)]`` for every key of two mappings that differs, or
+    ``[(name, recorded, requested)]`` when either is not a mapping (absent, say)."""
+    want = _plain(want) if want is not _ABSENT else want
+    if not isinstance(have, dict) or not isinstance(want, dict):
+        return [] if have is not _ABSENT and _plain(have) == want else [(name, have, want)]
+    diffs = []
+    for key in sorted(set(have) | set(want)):
+        h, w = have.get(key, _ABSENT), want.get(key, _ABSENT)
+        if h is _ABSENT or w is _ABSENT or _plain(h) != w:
+            diffs.append((f"{name}.{key}", h, w))
     return diffs
 
 
@@ -468,8 +479,18 @@ def check_demo_shapes(spec, source: str, demos, spaces: tuple) -> None:
 
 
 def _identity(algo, variant, task, n_demos, seed, source, cfg) -> dict:
-    return {"algo": algo, "variant": variant, "task": task, "n_demos": n_demos, "seed": seed,
-            "demo_source": source, "config": config_to_dict(cfg)}
+    """What a run folder holds: the request and its resolved config, and the task's definition
+    when it is not the built-in one (``envs.catalog.added_definition``): an added task's name
+    says nothing about its env, episode length or references, which may change under it. Built-in
+    tasks record no definition, so their identity (and checkpoint hash) is that of older runs."""
+    from envs.catalog import added_definition
+
+    identity = {"algo": algo, "variant": variant, "task": task, "n_demos": n_demos, "seed": seed,
+                "demo_source": source, "config": config_to_dict(cfg)}
+    defined = added_definition(task)
+    if defined is not None:
+        identity["task_definition"] = _plain(defined)
+    return identity
 
 
 def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
@@ -480,8 +501,9 @@ def execute(*, algo: str, task: str, n_demos: int, seed: int, out: str | Path,
 
     A finished run (metrics.csv present) of the same request is left alone, and an interrupted
     one resumes from its checkpoint. A folder whose config.json records another request
-    (algorithm, variant, task, demo count, demo source, seed or resolved config), finished or
-    not, is refused with a UserError naming the differing keys. ``force`` starts the folder
+    (algorithm, variant, task, demo count, demo source, seed, resolved config, or the definition
+    of a task not built in), finished or not, is refused with a UserError naming the differing
+    keys. ``force`` starts the folder
     clean whatever it holds. Every input (config values, demo source, demo shapes against the
     task's spaces) is checked before the folder is created or changed.
     ``preset`` names presets to overlay, left to right (``"cpu,pixels"`` or a list).
@@ -613,8 +635,9 @@ def _execute_locked(module, *, algo, variant, task, spec, cfg, n_demos, seed, ou
 
     torch.set_num_threads(cfg.torch_threads)
     seed_everything(seed)
+    identity = _identity(algo, variant, task, n_demos, seed, demoset.source, cfg)
     record = {
-        "identity": _identity(algo, variant, task, n_demos, seed, demoset.source, cfg),
+        "identity": identity,
         "algo": algo, "variant": variant, "task": task, "obs_mode": spec.obs_mode,
         "env_id": spec.env_id, "env_kwargs": spec.env_kwargs, "n_demos": n_demos, "seed": seed,
         "presets": presets, "overrides": overrides or {},
@@ -627,6 +650,8 @@ def _execute_locked(module, *, algo, variant, task, spec, cfg, n_demos, seed, ou
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "command": sys.argv,
     }
+    if "task_definition" in identity:  # compared with the next request (check_folder_identity)
+        record["task_definition"] = identity["task_definition"]
     run = Run(algo=algo, variant=variant, task=spec, cfg=cfg, demoset=demoset, demos=demos,
               seed=seed, out=out, device=device, show_progress=show_progress,
               config_record=record, spaces=spaces)

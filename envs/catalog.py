@@ -132,6 +132,8 @@ def read_task_file(path: str | Path) -> dict[str, dict]:
 DEFINITIONS: dict[str, dict] = read_task_file(BUILTIN_FILE)
 # Where each definition came from ("built-in" or the file / config key that added it).
 ORIGIN: dict[str, str] = dict.fromkeys(DEFINITIONS, "built-in")
+# The built-in definitions as read (add_definitions adds to or replaces entries of DEFINITIONS).
+BUILTIN: dict[str, dict] = dict(DEFINITIONS)
 # family -> whether it has an expert (`cmil-bench demos --task FAMILY` collects its demos);
 # families without one read recorded datasets (Kitchen, Baoding: the paper's demos; Adroit: D4RL's).
 FAMILIES: dict[str, bool] = {}
@@ -196,3 +198,15 @@ def task_entry(name: str) -> TaskEntry:
 
 def definition(family: str) -> dict:
     return DEFINITIONS[family]
+
+
+def added_definition(name: str) -> dict | None:
+    """The definition of task ``name``'s family when it is not the built-in one (a sweep config's
+    ``task_definitions`` or a ``--tasks`` file added it or replaced the built-in entry), else None
+    (also for a task unknown here). A run records it in its identity: a built-in task is named by
+    its name alone, an added one is what its definition says, which may change under that name."""
+    entry = TASKS.get(name)
+    if entry is None:
+        return None
+    defined = DEFINITIONS[entry.family]
+    return None if BUILTIN.get(entry.family) == defined else defined

@@ -239,6 +239,59 @@ def test_demo_counts_and_variants(tmp_path):
     assert "penalty\\_weight" in tex
 
 
+def test_bc_discrimination_table_per_task(tmp_path):
+    """P(X > BC) on each task alone, over the demo counts both ran there; BC's IQM per count."""
+    from scipy.stats import trim_mean
+
+    root = tmp_path / "runs"
+    rng = np.random.default_rng(4)
+    bc_maze = {1: 0.1 + 0.3 * rng.random(8), 5: 0.2 + 0.3 * rng.random(8)}
+    for seed in range(8):
+        for n in (1, 5):  # maze: X clearly above BC at both shared counts
+            write_run(root, "bc", "maze", n, seed, bc_maze[n][seed], offline=True)
+            write_run(root, "x", "maze", n, seed, 0.8 + 0.1 * rng.random())
+        write_run(root, "x", "maze", 20, seed, 0.0)  # BC has no 20: not in maze's P(X > BC)
+        # push: X clearly below BC; y shares no demo count with BC
+        write_run(root, "bc", "push", 1, seed, 0.85 + 0.1 * rng.random(), offline=True)
+        write_run(root, "x", "push", 1, seed, 0.1 + 0.1 * rng.random())
+        write_run(root, "y", "push", 10, seed, 0.5)
+        write_run(root, "x", "door", 1, seed, 0.5)  # BC never ran on door
+    out = tmp_path / "out"
+    s = report(root, out, reps=REPS, figures_too=False)
+    disc = {t["task"]: t for t in s["bc_discrimination"]}
+    assert sorted(disc) == ["door", "maze", "push"]
+    for n, scores in bc_maze.items():
+        iqm = disc["maze"]["bc"][str(n)]
+        assert iqm["value"] == pytest.approx(trim_mean(scores, 0.25))
+        assert iqm["lo"] < iqm["value"] < iqm["hi"]
+    vs = {(t, c["algorithm"]): c for t in disc for c in disc[t]["versus"]}
+    assert sorted(vs) == [("door", "x"), ("maze", "x"), ("push", "x"), ("push", "y")]
+    maze, push = vs[("maze", "x")], vs[("push", "x")]
+    assert maze["demo_counts"] == [1, 5] and maze["ran"] == [1, 5, 20]
+    assert maze["poi"]["value"] > 0.95 and maze["poi"]["lo"] > 0.9
+    assert push["demo_counts"] == [1]
+    assert push["poi"]["value"] < 0.05 and push["poi"]["hi"] < 0.1
+    assert vs[("push", "y")]["poi"] is None and "no demo count in common" in vs[("push", "y")]["reason"]
+    assert vs[("door", "x")]["poi"] is None and disc["door"]["bc"] == {}
+
+    md = (out / "tables" / "bc_discrimination.md").read_text()
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines()
+            if line.startswith("|") and not line.startswith("|:")][1:]
+    by = {(r[0], r[1], r[2]): r for r in rows}
+    bc1 = disc["maze"]["bc"]["1"]
+    assert by[("maze", "bc", "1")][3] == f"{bc1['value']:.2f} [{bc1['lo']:.2f}, {bc1['hi']:.2f}]"
+    assert by[("maze", "x", "1, 5")][4].startswith(f"{maze['poi']['value']:.2f} [")
+    assert by[("push", "x", "1")][4].startswith(f"{push['poi']['value']:.2f} [")
+    assert by[("push", "y", "–")][4] == "–" and by[("door", "x", "–")][4] == "–"
+    assert by[("door", "bc", "–")][3] == "–"
+    caption = md.splitlines()[0]
+    assert "BC did not run on door" in caption and "y ran 10 demos on push, BC 1" in caption
+    tex = (out / "tables" / "bc_discrimination.tex").read_text()
+    assert "\\begin{tabular}" in tex and "P(X > BC)" in tex
+    assert {"tables/bc_discrimination.md", "tables/bc_discrimination.tex"} <= set(s["files"])
+    assert "`tables/bc_discrimination.md`" in (out / "README.md").read_text()
+
+
 def test_empty_folder_is_a_user_error(tmp_path):
     root = tmp_path / "runs"
     write_run(root, "a", "t", 10, 0, 0.5, finished=False)

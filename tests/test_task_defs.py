@@ -4,6 +4,7 @@ defined in a sweep config and run through `cmil-bench run` and the Snakefile."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -169,7 +170,10 @@ def test_sweep_config_refuses_a_bad_inline_task():
 # ------------------------------------------------------------------ Python only where YAML cannot say it
 
 
-def test_dotted_names_and_merging_over_builtins(monkeypatch):
+@pytest.fixture()
+def own_catalog(monkeypatch):
+    """The task definitions and built specs as copies, restored after the test: definitions it
+    adds (``add_definitions``, ``--tasks`` in this process) leave the other tests' alone."""
     from envs import registry
 
     monkeypatch.setattr(catalog, "DEFINITIONS", dict(catalog.DEFINITIONS))
@@ -177,6 +181,11 @@ def test_dotted_names_and_merging_over_builtins(monkeypatch):
     monkeypatch.setattr(catalog, "TASKS", dict(catalog.TASKS))
     monkeypatch.setattr(catalog, "FAMILIES", dict(catalog.FAMILIES))
     monkeypatch.setattr(registry, "TASKS", {})
+
+
+def test_dotted_names_and_merging_over_builtins(own_catalog):
+    from envs import registry
+
     names = catalog.add_definitions({
         "car": {**CAR, "demos": "x", "success": {"function": "envs.adroit:GoalStepsSuccess",
                                                  "kwargs": {"min_steps": 2}},
@@ -280,3 +289,59 @@ def test_unshipped_gymnasium_task_runs_through_cli_and_snakefile(tmp_path, monke
     assert np.isfinite(m2["norm_score"]).all()
     # The same request gives the same metrics (same seed, same machine).
     pd.testing.assert_series_equal(m["norm_score"], m2["norm_score"])
+
+
+# ------------------------------------------------------------------ an added task's definition is identity
+
+
+def test_added_definitions_are_told_from_builtin_ones(own_catalog):
+    assert catalog.added_definition("pen") is None and catalog.added_definition("nope") is None
+    catalog.add_definitions({"pen": dict(catalog.BUILTIN["pen"])})  # the built-in one again
+    assert catalog.added_definition("pen-pixels") is None
+    pen7 = {**catalog.BUILTIN["pen"], "episode_steps": 7}
+    catalog.add_definitions({"pen": pen7, "car": {**CAR, "demos": "x"}})
+    assert catalog.added_definition("pen-pixels") == pen7
+    assert catalog.added_definition("car") == {**CAR, "demos": "x"}
+
+
+def test_identity_differences_name_the_changed_key_of_a_task_definition():
+    from cmil_bench.run import identity_differences
+
+    rec = {"algo": "bc", "variant": "bc", "task": "car", "n_demos": 2, "demo_source": "s",
+           "seed": 0, "config": {"lr": 0.001}, "task_definition": {**CAR, "demos": "s"}}
+    req = {**rec, "task_definition": {**CAR, "demos": "s", "episode_steps": 100}}
+    assert [d[:2] for d in identity_differences(rec, req)] == [("task_definition.episode_steps", 200)]
+    assert identity_differences(rec, dict(rec)) == []
+    builtin = {k: v for k, v in rec.items() if k != "task_definition"}  # no definition recorded
+    assert [d[0] for d in identity_differences(builtin, req)] == ["task_definition"]
+    assert [d[0] for d in identity_differences(rec, builtin)] == ["task_definition"]
+    assert identity_differences(builtin, dict(builtin)) == []
+
+
+@pytest.mark.slow  # trains (BC, smoke preset)
+def test_changed_inline_task_in_the_same_folder_is_refused(tmp_path, monkeypatch, own_catalog, capsys):
+    from helpers import assert_clean_failure, call_cli
+
+    monkeypatch.delenv("MINARI_DATASETS_PATH", raising=False)
+    data = _write_car_dataset(tmp_path / "minari", "test/car/pump-v0", episodes=2)
+    car = {**CAR, "demos": f"minari:{data}", "references": {"random": -50.0, "demo": 90.0}}
+    out = tmp_path / "run"
+
+    def run(definition):
+        tasks = tmp_path / "tasks.yaml"
+        tasks.write_text(yaml.safe_dump({"task_definitions": {"car": definition}}))
+        return call_cli(["run", "--tasks", str(tasks), "--algo", "bc", "--task", "car",
+                         "--demos", "2", "--seed", "0", "--out", str(out), "--preset", "smoke",
+                         "--progress", "off"], capsys)
+
+    rc, _, err = run(car)
+    assert rc == 0, err
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["task_definition"] == recorded["identity"]["task_definition"] == car
+    metrics = (out / "metrics.csv").read_bytes()
+    rc, _, err = run(dict(car))  # the same definition: the finished run is left alone
+    assert rc == 0 and "already complete" in err
+    rc, _, err = run({**car, "episode_steps": 100})
+    line = assert_clean_failure(rc, err, "task_definition.episode_steps")
+    assert "folder 200, requested 100" in line
+    assert (out / "metrics.csv").read_bytes() == metrics
