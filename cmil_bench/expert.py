@@ -135,8 +135,9 @@ def _card(spec, record, cfg, state, payload, rows, rets, policy_path, data, fini
         "|---|---|",
         f"| training command | `{trained}` (seed {record['seed']}) |",
         *([f"| exported with | `{command}` |"] if command != trained else []),
-        f"| env steps | {steps:,} of {cfg.total_steps:,}" + ("" if finished else " (unfinished: exported "
-                                                            "from the last checkpoint)") + " |",
+        f"| env steps | {steps:,} of {cfg.total_steps:,}" + ("" if finished else " (training stopped "
+                                                            "there: exported from the last checkpoint; the "
+                                                            "training command resumes it)") + " |",
         f"| policy taken at | {int(best['env_steps']):,} env steps (best evaluation: "
         f"{float(best['eval_return']):.1f} over {record.get('eval_episodes')} episodes) |",
         f"| wall time | {float(payload['wall_s']) / 60:.1f} min ({record.get('host')}, "
