@@ -41,6 +41,9 @@ class Config(BaseConfig):
     max_log_std: float = 1.0
     # Standardise state observations with the demos' statistics (algorithms/obs_norm.py).
     normalize_obs: bool = True
+    # Keep every k-th demo transition (random offset per demo, from the run's generator); 1 keeps
+    # all. GAIL's and DAC's papers trained their BC baseline on every 20th: the `bc-sub20` variant.
+    subsample: int = 1
     # Pixels only.
     cnn_depth: int = 32
     augment: bool = True
@@ -49,7 +52,7 @@ class Config(BaseConfig):
     def __post_validate__(self):
         if self.loss not in ("mse", "nll"):
             raise UserError(f"bc: loss must be 'mse' or 'nll', got {self.loss!r}")
-        for name in ("total_steps", "batch_size", "cnn_depth"):
+        for name in ("total_steps", "batch_size", "cnn_depth", "subsample"):
             if getattr(self, name) <= 0:
                 raise UserError(f"bc: {name} must be positive, got {getattr(self, name)}")
         if self.weight_decay < 0:
@@ -96,7 +99,7 @@ def loss_fn(policy: Policy, obs: torch.Tensor, act: torch.Tensor) -> torch.Tenso
 
 def train(run, cfg: Config) -> None:
     dev = run.device
-    data = transitions(run.demos, run.obs_key)
+    data = transitions(run.demos, run.obs_key, subsample=cfg.subsample, rng=run.rng)
     pixels = len(run.obs_shape) == 3
     mean, std = demo_statistics(run.demos, run.obs_key) if cfg.normalize_obs and not pixels else (None, None)
     policy = Policy(run.obs_shape, run.act_dim, cfg, mean, std).to(dev)

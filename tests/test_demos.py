@@ -56,3 +56,31 @@ def test_subsampling_keeps_every_kth_step_and_weights_the_loop():
 def test_no_transitions_is_a_user_error():
     with pytest.raises(UserError, match="no transitions"):
         transitions([_traj(0, False)], "state")
+
+
+@pytest.mark.slow  # a BC run (smoke preset, a few seconds)
+def test_bc_subsample_trains_on_every_kth_demo_transition(demo_source, tmp_path, monkeypatch, capsys):
+    """BC's ``subsample`` switch (the `bc-sub20` variant) hands BC every k-th transition of each
+    demo: ceil(T / k) or floor(T / k) rows of a T-step demo, depending on the random offset."""
+    import json
+    import math
+
+    import algorithms.bc as bc
+    from helpers import BC_SETS, call_cli, run_argv
+
+    rows = []
+
+    def spy(demos, obs_key, **kw):
+        out = transitions(demos, obs_key, **kw)
+        rows.append((sorted(len(t) for t in demos), len(out["action"])))
+        return out
+
+    monkeypatch.setattr(bc, "transitions", spy)
+    for k in (1, 20):
+        out = tmp_path / f"k{k}"
+        rc, _, err = call_cli(run_argv(out, demo_source, sets={**BC_SETS, "subsample": k}), capsys)
+        assert rc == 0, err
+        assert json.loads((out / "config.json").read_text())["config"]["subsample"] == k
+    (lengths, full), (_, sub) = rows
+    assert full == sum(lengths)
+    assert sum(T // 20 for T in lengths) <= sub <= sum(math.ceil(T / 20) for T in lengths) < full

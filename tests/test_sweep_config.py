@@ -294,14 +294,17 @@ def test_dry_run_imports_no_simulator(workflow):
 
 @pytest.mark.slow
 def test_locomotion_config_plans_without_a_simulator(workflow):
-    """config/locomotion.yaml: four tasks x 1/4/10 demos x 5 seeds x five algorithms, the demos of
-    each task rolled out from its expert policy, DAC at 1M env steps with 1-in-20 subsampling."""
+    """config/locomotion.yaml: four tasks x 1/4/10 demos x 5 seeds x five algorithms and the
+    bc-sub20 variant, the demos of each task rolled out from its expert policy, DAC at 1M env steps
+    with 1-in-20 subsampling."""
     work, env = workflow
     proc = _snakemake(work, env, "-n", "-p", "all", "--configfile", "config/locomotion.yaml")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     stats = proc.stdout[proc.stdout.index("Job stats:"):]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.MULTILINE)}
-    assert counts["run"] == 5 * 4 * 3 * 5 and counts["demos"] == 4
+    assert counts["run"] == 6 * 4 * 3 * 5 and counts["demos"] == 4
+    sub = [ln for ln in proc.stdout.splitlines() if "--variant bc-sub20" in ln]
+    assert len(sub) == 60 and all("--set subsample=20" in ln for ln in sub)
     dac = [ln for ln in proc.stdout.splitlines() if "cmil-bench run --algo dac " in ln]
     assert len(dac) == 60 and all("--set total_steps=1000000 --set eval_every=25000 " in ln for ln in dac)
     cmil = [ln for ln in proc.stdout.splitlines() if "cmil-bench run --algo cmil " in ln]
