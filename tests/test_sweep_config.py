@@ -35,7 +35,7 @@ def _merged(*names: str) -> dict:
 
 
 @pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",), ("adroit.yaml",),
-                                   ("locomotion.yaml",)])
+                                   ("locomotion.yaml",), ("locomotion.yaml", "locomotion-hopper-cpu.yaml")])
 def test_shipped_configs_pass(names):
     config = sweep.check(_merged(*names), SCHEMA)
     assert sweep.run_tables(config)["main"]
