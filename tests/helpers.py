@@ -12,7 +12,6 @@ Every test module imports them one way: ``from helpers import ...`` (pytest puts
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -122,16 +121,9 @@ def assert_clean_failure(rc: int, err: str, *names: str, out: Path | None = None
     return lines[0]
 
 
-@contextlib.contextmanager
 def minari_path_set(root):
     """``MINARI_DATASETS_PATH`` set to ``root`` inside the block, restored (or unset) after it:
-    for session fixtures, which cannot use ``monkeypatch``."""
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = old
+    for session fixtures, which cannot use ``monkeypatch`` (``envs.collect``'s own context)."""
+    from envs.collect import _datasets_root
+
+    return _datasets_root(root)

@@ -19,7 +19,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from algorithms import sac_expert  # noqa: E402
 from cmil_bench.errors import UserError  # noqa: E402
 from envs.experts import policy_file_expert  # noqa: E402
-from helpers import assert_clean_failure, call_cli_subprocess  # noqa: E402
+from helpers import assert_clean_failure, call_cli_subprocess, minari_path_set  # noqa: E402
 
 CAR = {"description": "gymnasium MountainCarContinuous-v0, 200 steps", "env_id": "MountainCarContinuous-v0",
        "episode_steps": 200, "success": None, "eval_episodes": 2, "references": {"demo": 90.0}}
@@ -108,12 +108,9 @@ def test_expert_trains_exports_and_feeds_demos(tmp_path):
                                "--root", str(root)])
     assert res.returncode == 0, res.stderr
     import minari
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
+    with minari_path_set(root):
         ds = minari.load_dataset("cmil-bench/car/expert-v0")
         ep = next(iter(ds.iterate_episodes()))
-    finally:
-        del os.environ["MINARI_DATASETS_PATH"]
     obs = np.asarray(ep.observations["state"] if isinstance(ep.observations, dict) else ep.observations)
     np.testing.assert_allclose(ep.actions, expert.act_state(obs[:-1].astype(np.float32)), atol=1e-6)
 
