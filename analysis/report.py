@@ -114,21 +114,25 @@ def _order(finals: pd.DataFrame) -> list[str]:
     return sorted(algo_of.index, key=key)
 
 
+# "<" and ">" are not special to LaTeX's parser, but with its default OT1 fonts they print as "¡"
+# and "¿"; pandas' own escaping leaves them, so every cell, header and caption goes through this.
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                **{c: "\\" + c for c in "&%$#_{}"}}
+                "<": r"$<$", ">": r"$>$", **{c: "\\" + c for c in "&%$#_{}"}}
 
 
 def _tex_escape(text: str) -> str:
-    """Escape LaTeX's special characters in running text (captions)."""
-    return re.sub(r"[\\~^&%$#_{}]", lambda m: _TEX_SPECIAL[m.group(0)], text)
+    """Escape LaTeX's special characters in running text (captions, headers, cells)."""
+    return re.sub(r"[\\~^&%$#_{}<>]", lambda m: _TEX_SPECIAL[m.group(0)], text)
 
 
 def _write_table(df: pd.DataFrame, base: Path, caption: str, label: str) -> list[Path]:
     base.parent.mkdir(parents=True, exist_ok=True)
     md, tex = base.with_suffix(".md"), base.with_suffix(".tex")
     md.write_text(f"{caption}\n\n{df.to_markdown(index=False)}\n", encoding="utf-8")
-    tex.write_text(df.to_latex(index=False, escape=True, caption=_tex_escape(caption), label=label,
-                               column_format="l" * len(df.columns)), encoding="utf-8")
+    cells = df.map(lambda v: _tex_escape(v) if isinstance(v, str) else v)
+    cells.columns = [_tex_escape(str(c)) for c in df.columns]
+    tex.write_text(cells.to_latex(index=False, escape=False, caption=_tex_escape(caption), label=label,
+                                  column_format="l" * len(df.columns)), encoding="utf-8")
     return [md, tex]
 
 

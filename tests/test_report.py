@@ -287,7 +287,8 @@ def test_bc_discrimination_table_per_task(tmp_path):
     caption = md.splitlines()[0]
     assert "BC did not run on door" in caption and "y ran 10 demos on push, BC 1" in caption
     tex = (out / "tables" / "bc_discrimination.tex").read_text()
-    assert "\\begin{tabular}" in tex and "P(X > BC)" in tex
+    # ">" would print as an inverted "!" with LaTeX's default fonts: it must be math.
+    assert "\\begin{tabular}" in tex and "P(X $>$ BC)" in tex and "X > BC" not in tex
     assert {"tables/bc_discrimination.md", "tables/bc_discrimination.tex"} <= set(s["files"])
     assert "`tables/bc_discrimination.md`" in (out / "README.md").read_text()
 
