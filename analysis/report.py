@@ -23,9 +23,10 @@ computed and how (see also the README written next to the results):
 * per-setting tables use every run (one array per setting, rliable's independent bootstrap);
 * probability of improvement for every ordered pair over the common settings (runs of the two
   resampled independently);
-* BC discrimination (tables/bc_discrimination): per task, BC's final score per demo count (IQM
-  over seeds) and P(X > BC) of every other algorithm on that task alone, over the demo counts
-  both ran there, whether or not the task is in the headline;
+* BC discrimination (tables/bc_discrimination): per task and per BC variant (every variant of
+  algorithm ``bc``, e.g. ``bc`` and ``bc-sub20``), its final score per demo count (IQM over seeds)
+  and P(X > BC) of every non-BC algorithm on that task alone, over the demo counts both ran
+  there, whether or not the task is in the headline;
 * sample efficiency (``analysis.efficiency``): the area under each online run's curve over its
   task's shared env-step axis (trapezoid rule / axis length), aggregated per algorithm (IQM,
   median, mean with rliable intervals) over the settings every algorithm with areas has; runs off
@@ -70,7 +71,8 @@ METRIC_LABELS = {"norm_score": "Normalized score", "eval_success": "Success rate
                  "eval_return": "Return"}
 N_TAUS = 101
 AUC_NAMES = ["IQM", "Median", "Mean"]
-# The offline baseline that the bc_discrimination table compares every other algorithm with.
+# The offline baseline: the bc_discrimination table compares every other algorithm with each
+# variant of this algorithm.
 BASELINE = "bc"
 NO_HEADLINE = ("No setting (task x demo count) is common to all algorithms: no headline "
                "comparison (no aggregates table, performance profiles or probabilities of "
@@ -334,7 +336,8 @@ def _report(df, info, runs_root, out, metric, reps, seed, last_k, figures_too, i
     if len(variants) == 1:
         notes.append("Only one algorithm: no probability of improvement.")
 
-    # Per task: BC's final score per demo count, and P(X > BC) of every other algorithm there.
+    # Per task and BC variant: its final score per demo count, and P(X > it) of every non-BC
+    # algorithm there.
     disc = _bc_discrimination(finals, by_v, variants, settings_of, setting_order, reps, seed, bar)
 
     # Performance profiles over the common settings.
@@ -568,47 +571,55 @@ def _left_out_note(common: list[str], left_out: dict[str, list[str]]) -> str:
 
 def _bc_discrimination(finals, by_v, variants, settings_of, setting_order, reps, seed,
                        bar) -> list[dict]:
-    """Per task (label): BC's final score per demo count it ran there (IQM over seeds, CI) and,
-    for every other algorithm that ran on the task, P(X > BC) over the settings of the task that
-    both ran (``common_settings`` of the pair; each keeps the smallest seeds up to the pair's
-    common count, as in the headline). The headline compares algorithms over all tasks at once;
-    this asks the question per task, where an online method may separate from BC on one task
-    and not on another. An entry with no estimate carries its ``reason``."""
+    """Per task (label) and per BC variant (every variant of algorithm ``BASELINE``; "bc" alone
+    when none ran): the variant's final score per demo count it ran there (IQM over seeds, CI)
+    and, for every non-BC algorithm that ran on the task, P(X > that BC) over the settings of the
+    task that both ran (``common_settings`` of the pair; each keeps the smallest seeds up to the
+    pair's common count, as in the headline). The headline compares algorithms over all tasks at
+    once; this asks the question per task, where an online method may separate from BC on one
+    task and not on another, and per BC variant, since BC on every demo transition and BC on the
+    subsampled demos of the GAIL/DAC protocol are different baselines. An entry with no estimate
+    carries its ``reason``."""
     where = finals.drop_duplicates("setting").set_index("setting")
     task_of, demos_of = where["task_label"], where["n_demos"].astype(int)
-    bc_settings = settings_of.get(BASELINE, [])
+    algo_of = finals.groupby("variant")["algo"].first()
+    baselines = [v for v in variants if algo_of[v] == BASELINE] or [BASELINE]
+    others = [v for v in variants if algo_of[v] != BASELINE]
     tasks = []
     for task in sorted(set(finals["task_label"])):
-        own = {v: [s for s in settings_of[v] if task_of[s] == task] for v in variants}
-        bc_own = [s for s in bc_settings if task_of[s] == task]
-        bar.add(len(bc_own) + sum(1 for v in variants if v != BASELINE and own[v]))
-        bc = {}
-        for s in bc_own:
-            # The label of BC's flat line in the sample-efficiency figure: the same interval.
-            scores = by_v[BASELINE].loc[by_v[BASELINE]["setting"] == s, "score"].to_numpy()
-            bc[int(demos_of[s])] = stats.iqm_interval(scores, reps, seed, f"curve/{BASELINE}/{s}")
-            bar.step(f"BC on {s}")
-        versus = []
-        for v in variants:
-            if v == BASELINE or not own[v]:
-                continue
-            ran = [int(demos_of[s]) for s in own[v]]
-            shared, _ = common_settings({v: own[v], BASELINE: bc_own}, setting_order)
-            entry = {"algorithm": v, "demo_counts": [int(demos_of[s]) for s in shared],
-                     "ran": ran, "poi": None, "reason": None}
-            if not bc_own:
-                entry["reason"] = f"BC did not run on {task}"
-            elif not shared:
-                entry["reason"] = (f"{v} ran {_demos_text(ran)} demos on {task}, BC "
-                                   f"{_demos_text(sorted(bc))}: no demo count in common")
-            else:
-                mx, _ = stats.score_matrix(by_v[v], shared)
-                mb, _ = stats.score_matrix(by_v[BASELINE], shared)
-                entry["poi"] = stats.probability_of_improvement(mx, mb, reps, seed,
-                                                                f"poi-bc/{v}/{task}")
-            bar.step(f"P({v} > BC) on {task}")
-            versus.append(entry)
-        tasks.append({"task": task, "bc": bc, "versus": versus})
+        own = {v: [s for s in settings_of.get(v, []) if task_of[s] == task] for v in variants}
+        for b in baselines:
+            b_own = [s for s in settings_of.get(b, []) if task_of[s] == task]
+            bar.add(len(b_own) + sum(1 for v in others if own[v]))
+            bc = {}
+            for s in b_own:
+                # The label of BC's flat line in the sample-efficiency figure: the same interval.
+                scores = by_v[b].loc[by_v[b]["setting"] == s, "score"].to_numpy()
+                bc[int(demos_of[s])] = stats.iqm_interval(scores, reps, seed, f"curve/{b}/{s}")
+                bar.step(f"{b} on {s}")
+            versus = []
+            for v in others:
+                if not own[v]:
+                    continue
+                ran = [int(demos_of[s]) for s in own[v]]
+                shared, _ = common_settings({v: own[v], b: b_own}, setting_order)
+                entry = {"algorithm": v, "demo_counts": [int(demos_of[s]) for s in shared],
+                         "ran": ran, "poi": None, "reason": None}
+                if not b_own:
+                    entry["reason"] = f"{b} did not run on {task}"
+                elif not shared:
+                    entry["reason"] = (f"{v} ran {_demos_text(ran)} demos on {task}, {b} "
+                                       f"{_demos_text(sorted(bc))}: no demo count in common")
+                else:
+                    mx, _ = stats.score_matrix(by_v[v], shared)
+                    mb, _ = stats.score_matrix(by_v[b], shared)
+                    # The stream name keeps the single-baseline name for "bc", so the estimates
+                    # of a report without BC variants are the ones it always gave.
+                    stream = f"poi-bc/{v}/{task}" if b == BASELINE else f"poi-bc/{v}/{b}/{task}"
+                    entry["poi"] = stats.probability_of_improvement(mx, mb, reps, seed, stream)
+                bar.step(f"P({v} > {b}) on {task}")
+                versus.append(entry)
+            tasks.append({"task": task, "baseline": b, "bc": bc, "versus": versus})
     return tasks
 
 
@@ -617,33 +628,35 @@ def _demos_text(counts) -> str:
 
 
 def _bc_discrimination_table(disc: list[dict], digits: int) -> pd.DataFrame:
-    """One row per (task, BC demo count) with BC's IQM, then one per (task, other algorithm)
-    with P(X > BC) and the demo counts it is taken over; "–" where there is no estimate."""
+    """Per (task, BC variant): one row per demo count with the variant's IQM, then one per non-BC
+    algorithm with P(X > that BC) and the demo counts it is taken over; "–" where there is no
+    estimate."""
     rows = []
     for t in disc:
+        head = {"Task": t["task"], "BC": t["baseline"], "Algorithm": t["baseline"]}
         if not t["bc"]:
-            rows.append({"Task": t["task"], "Algorithm": BASELINE, "Demos": "–",
-                         "BC final score (IQM)": "–", "P(X > BC)": ""})
+            rows.append({**head, "Demos": "–", "BC final score (IQM)": "–", "P(X > BC)": ""})
         for n, est in t["bc"].items():
-            rows.append({"Task": t["task"], "Algorithm": BASELINE, "Demos": str(n),
-                         "BC final score (IQM)": _fmt(est, digits), "P(X > BC)": ""})
+            rows.append({**head, "Demos": str(n), "BC final score (IQM)": _fmt(est, digits),
+                         "P(X > BC)": ""})
         for c in t["versus"]:
-            rows.append({"Task": t["task"], "Algorithm": c["algorithm"],
+            rows.append({**head, "Algorithm": c["algorithm"],
                          "Demos": _demos_text(c["demo_counts"]) or "–",
                          "BC final score (IQM)": "", "P(X > BC)": _fmt(c["poi"], 2)})
-    return pd.DataFrame(rows, columns=["Task", "Algorithm", "Demos", "BC final score (IQM)",
+    return pd.DataFrame(rows, columns=["Task", "BC", "Algorithm", "Demos", "BC final score (IQM)",
                                        "P(X > BC)"])
 
 
 def _bc_discrimination_caption(disc: list[dict], scope: str) -> str:
-    text = (f"Does an algorithm separate from BC on each task? BC's {scope} per demo count (IQM "
-            "over seeds) and, for every other algorithm on the task, the probability of "
-            "improvement P(X > BC) on that task alone, over the demo counts (Demos) that both "
-            "ran there, point estimate [95% stratified-bootstrap CI].")
-    no_bc = [t["task"] for t in disc if not t["bc"]]
+    text = (f"Does an algorithm separate from BC on each task? Per BC variant (column BC), its "
+            f"{scope} per demo count (IQM over seeds) and, for every other algorithm on the task, "
+            "the probability of improvement P(X > BC) over that variant on that task alone, over "
+            "the demo counts (Demos) that both ran there, point estimate [95% stratified-bootstrap "
+            "CI].")
+    no_bc = [f"{t['baseline']} on {t['task']}" for t in disc if not t["bc"]]
     apart = [c["reason"] for t in disc if t["bc"] for c in t["versus"] if c["reason"]]
     if no_bc:
-        text += f" –: BC did not run on {', '.join(no_bc)}."
+        text += f" –: did not run: {', '.join(no_bc)}."
     if apart:
         text += " –: " + "; ".join(apart) + "."
     return text

@@ -277,20 +277,47 @@ def test_bc_discrimination_table_per_task(tmp_path):
     md = (out / "tables" / "bc_discrimination.md").read_text()
     rows = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines()
             if line.startswith("|") and not line.startswith("|:")][1:]
-    by = {(r[0], r[1], r[2]): r for r in rows}
+    assert all(r[1] == "bc" for r in rows)  # one BC variant: every row is against it
+    by = {(r[0], r[2], r[3]): r for r in rows}
     bc1 = disc["maze"]["bc"]["1"]
-    assert by[("maze", "bc", "1")][3] == f"{bc1['value']:.2f} [{bc1['lo']:.2f}, {bc1['hi']:.2f}]"
-    assert by[("maze", "x", "1, 5")][4].startswith(f"{maze['poi']['value']:.2f} [")
-    assert by[("push", "x", "1")][4].startswith(f"{push['poi']['value']:.2f} [")
-    assert by[("push", "y", "–")][4] == "–" and by[("door", "x", "–")][4] == "–"
-    assert by[("door", "bc", "–")][3] == "–"
+    assert by[("maze", "bc", "1")][4] == f"{bc1['value']:.2f} [{bc1['lo']:.2f}, {bc1['hi']:.2f}]"
+    assert by[("maze", "x", "1, 5")][5].startswith(f"{maze['poi']['value']:.2f} [")
+    assert by[("push", "x", "1")][5].startswith(f"{push['poi']['value']:.2f} [")
+    assert by[("push", "y", "–")][5] == "–" and by[("door", "x", "–")][5] == "–"
+    assert by[("door", "bc", "–")][4] == "–"
     caption = md.splitlines()[0]
-    assert "BC did not run on door" in caption and "y ran 10 demos on push, BC 1" in caption
+    assert "did not run: bc on door" in caption and "y ran 10 demos on push, bc 1" in caption
     tex = (out / "tables" / "bc_discrimination.tex").read_text()
     # ">" would print as an inverted "!" with LaTeX's default fonts: it must be math.
     assert "\\begin{tabular}" in tex and "P(X $>$ BC)" in tex and "X > BC" not in tex
     assert {"tables/bc_discrimination.md", "tables/bc_discrimination.tex"} <= set(s["files"])
     assert "`tables/bc_discrimination.md`" in (out / "README.md").read_text()
+
+
+def test_bc_discrimination_against_every_bc_variant(tmp_path):
+    """BC on every transition and BC on subsampled demos are different baselines: each BC
+    variant gets its own rows, and the online method's P(X > BC) is taken against each."""
+    root = tmp_path / "runs"
+    rng = np.random.default_rng(5)
+    for seed in range(6):
+        write_run(root / "a", "bc", "hop", 4, seed, 0.95 + 0.02 * rng.random(), offline=True)
+        write_run(root / "b", "bc", "hop", 4, seed, 0.05 + 0.02 * rng.random(), offline=True,
+                  variant="bc-sub20")
+        write_run(root / "a", "dac", "hop", 4, seed, 0.6 + 0.1 * rng.random())
+    s = report(root, tmp_path / "out", reps=REPS, figures_too=False)
+    disc = {(t["task"], t["baseline"]): t for t in s["bc_discrimination"]}
+    assert sorted(disc) == [("hop", "bc"), ("hop", "bc-sub20")]
+    for b in ("bc", "bc-sub20"):  # the other BC variant is not an "online method" against it
+        assert [c["algorithm"] for c in disc[("hop", b)]["versus"]] == ["dac"]
+    assert disc[("hop", "bc")]["bc"]["4"]["value"] > 0.9
+    assert disc[("hop", "bc-sub20")]["bc"]["4"]["value"] < 0.1
+    assert disc[("hop", "bc")]["versus"][0]["poi"]["value"] < 0.05
+    assert disc[("hop", "bc-sub20")]["versus"][0]["poi"]["value"] > 0.95
+    md = (tmp_path / "out" / "tables" / "bc_discrimination.md").read_text()
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines()
+            if line.startswith("|") and not line.startswith("|:")][1:]
+    assert [(r[1], r[2]) for r in rows] == [("bc", "bc"), ("bc", "dac"),
+                                            ("bc-sub20", "bc-sub20"), ("bc-sub20", "dac")]
 
 
 def test_empty_folder_is_a_user_error(tmp_path):
