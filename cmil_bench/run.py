@@ -392,6 +392,10 @@ def identity_differences(recorded: dict, requested: dict) -> list[tuple[str, Any
     diffs += _mapping_differences("config", recorded.get("config", _ABSENT), requested["config"])
     have_def = recorded.get("task_definition", _ABSENT)
     want_def = requested.get("task_definition", _ABSENT)
+    # Prose is not identity; folders written before it was left out recorded a description.
+    from envs.catalog import defining_part
+    have_def, want_def = (defining_part(d) if isinstance(d, dict) else d
+                          for d in (have_def, want_def))
     if have_def is not _ABSENT or want_def is not _ABSENT:  # recorded for added tasks only
         diffs += _mapping_differences("task_definition", have_def, want_def)
     return diffs

@@ -204,9 +204,17 @@ def added_definition(name: str) -> dict | None:
     """The definition of task ``name``'s family when it is not the built-in one (a sweep config's
     ``task_definitions`` or a ``--tasks`` file added it or replaced the built-in entry), else None
     (also for a task unknown here). A run records it in its identity: a built-in task is named by
-    its name alone, an added one is what its definition says, which may change under that name."""
+    its name alone, an added one is what its definition says, which may change under that name.
+    The ``description`` is left out (``defining_part``)."""
     entry = TASKS.get(name)
     if entry is None:
         return None
-    defined = DEFINITIONS[entry.family]
-    return None if BUILTIN.get(entry.family) == defined else defined
+    defined = defining_part(DEFINITIONS[entry.family])
+    builtin = BUILTIN.get(entry.family)
+    return None if builtin is not None and defining_part(builtin) == defined else defined
+
+
+def defining_part(definition: dict) -> dict:
+    """A definition less its ``description``: prose for ``cmil-bench list``, not part of what a
+    run is, so rewording it does not make finished runs of the task a different run."""
+    return {k: v for k, v in definition.items() if k != "description"}

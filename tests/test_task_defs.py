@@ -300,8 +300,12 @@ def test_added_definitions_are_told_from_builtin_ones(own_catalog):
     assert catalog.added_definition("pen-pixels") is None
     pen7 = {**catalog.BUILTIN["pen"], "episode_steps": 7}
     catalog.add_definitions({"pen": pen7, "car": {**CAR, "demos": "x"}})
-    assert catalog.added_definition("pen-pixels") == pen7
-    assert catalog.added_definition("car") == {**CAR, "demos": "x"}
+    assert catalog.added_definition("pen-pixels") == catalog.defining_part(pen7)
+    car = catalog.added_definition("car")
+    assert car == catalog.defining_part({**CAR, "demos": "x"}) and "description" not in car
+    # A reworded description is not a different task.
+    catalog.add_definitions({"pen": {**catalog.BUILTIN["pen"], "description": "reworded"}})
+    assert catalog.added_definition("pen") is None
 
 
 def test_identity_differences_name_the_changed_key_of_a_task_definition():
@@ -316,6 +320,10 @@ def test_identity_differences_name_the_changed_key_of_a_task_definition():
     assert [d[0] for d in identity_differences(builtin, req)] == ["task_definition"]
     assert [d[0] for d in identity_differences(rec, builtin)] == ["task_definition"]
     assert identity_differences(builtin, dict(builtin)) == []
+    # A folder written when the description was part of the identity still matches.
+    old = {**rec, "task_definition": {**CAR, "demos": "s", "description": "old words"}}
+    new = {**rec, "task_definition": catalog.defining_part({**CAR, "demos": "s"})}
+    assert identity_differences(old, new) == []
 
 
 @pytest.mark.slow  # trains (BC, smoke preset)
@@ -337,9 +345,12 @@ def test_changed_inline_task_in_the_same_folder_is_refused(tmp_path, monkeypatch
     rc, _, err = run(car)
     assert rc == 0, err
     recorded = json.loads((out / "config.json").read_text())
-    assert recorded["task_definition"] == recorded["identity"]["task_definition"] == car
+    assert recorded["task_definition"] == recorded["identity"]["task_definition"] == \
+        catalog.defining_part(car)
     metrics = (out / "metrics.csv").read_bytes()
     rc, _, err = run(dict(car))  # the same definition: the finished run is left alone
+    assert rc == 0 and "already complete" in err
+    rc, _, err = run({**car, "description": "reworded"})  # prose only: still the same run
     assert rc == 0 and "already complete" in err
     rc, _, err = run({**car, "episode_steps": 100})
     line = assert_clean_failure(rc, err, "task_definition.episode_steps")
