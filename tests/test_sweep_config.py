@@ -35,10 +35,29 @@ def _merged(*names: str) -> dict:
 
 
 @pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",), ("adroit.yaml",),
-                                   ("locomotion.yaml",), ("locomotion.yaml", "locomotion-hopper-cpu.yaml")])
+                                   ("locomotion.yaml",), ("locomotion.yaml", "locomotion-hopper-cpu.yaml"),
+                                   ("locomotion.yaml", "locomotion-hopper-latent-cpu.yaml")])
 def test_shipped_configs_pass(names):
     config = sweep.check(_merged(*names), SCHEMA)
     assert sweep.run_tables(config)["main"]
+
+
+def test_hopper_overlays_share_one_budget():
+    """The two Hopper overlays run into one results folder and one report: every online run of
+    either gets the same env-step budget and evaluation schedule, and the world models run on the
+    CPU at the cpu sizes under names that say so."""
+    seen = {}
+    for overlay in ("locomotion-hopper-cpu.yaml", "locomotion-hopper-latent-cpu.yaml"):
+        config = sweep.check(_merged("locomotion.yaml", overlay), SCHEMA)
+        table = sweep.run_tables(config)["main"]
+        assert config["results"] == "results/locomotion-hopper"
+        for variant in table:
+            sets = _sets(config, "main", variant, "hopper")
+            seen[variant] = (sets.get("total_steps"), sets.get("eval_every"), sets.get("device"))
+    online = {v: s for v, s in seen.items() if not v.startswith("bc")}
+    assert sorted(online) == ["cmil-cpu", "dac", "gail", "vmail-cpu"]
+    assert {s[:2] for s in online.values()} == {(100000, 10000)}
+    assert online["cmil-cpu"][2] == online["vmail-cpu"][2] == "cpu"
 
 
 ONLINE = ("gail", "dac", "vmail", "cmil")
