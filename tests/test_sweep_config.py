@@ -36,7 +36,8 @@ def _merged(*names: str) -> dict:
 
 @pytest.mark.parametrize("names", [(), ("paper.yaml",), ("kitchen-cpu.yaml",), ("adroit.yaml",),
                                    ("locomotion.yaml",), ("locomotion.yaml", "locomotion-hopper-cpu.yaml"),
-                                   ("locomotion.yaml", "locomotion-hopper-latent-cpu.yaml")])
+                                   ("locomotion.yaml", "locomotion-hopper-latent-cpu.yaml"),
+                                   ("locomotion.yaml", "locomotion-cpu.yaml")])
 def test_shipped_configs_pass(names):
     config = sweep.check(_merged(*names), SCHEMA)
     assert sweep.run_tables(config)["main"]
@@ -58,6 +59,23 @@ def test_hopper_overlays_share_one_budget():
     assert sorted(online) == ["cmil-cpu", "dac", "gail", "vmail-cpu"]
     assert {s[:2] for s in online.values()} == {(100000, 10000)}
     assert online["cmil-cpu"][2] == online["vmail-cpu"][2] == "cpu"
+
+
+def test_locomotion_cpu_is_the_hopper_setting_on_the_other_tasks():
+    """config/locomotion-cpu.yaml gives Walker2d, HalfCheetah (and Ant, when it joins) exactly
+    the runs the Hopper overlay gave Hopper: the same variants, demo counts, seeds and settings,
+    so the per-task numbers in RESULTS compare like with like."""
+    hopper = sweep.check(_merged("locomotion.yaml", "locomotion-hopper-cpu.yaml"), SCHEMA)
+    other = sweep.check(_merged("locomotion.yaml", "locomotion-cpu.yaml"), SCHEMA)
+    assert "hopper" not in other["tasks"] and other["tasks"]
+    assert other["seeds"] == hopper["seeds"]
+    h_table, o_table = sweep.run_tables(hopper)["main"], sweep.run_tables(other)["main"]
+    assert {v: s["demos"] for v, s in o_table.items()} == {v: s["demos"] for v, s in h_table.items()}
+    for task in list(other["tasks"]) + ["ant"]:
+        with_task = dict(other, tasks=[task])
+        for variant in o_table:
+            assert _sets(with_task, "main", variant, task) == _sets(hopper, "main", variant, "hopper"), \
+                (task, variant)
 
 
 ONLINE = ("gail", "dac", "vmail", "cmil")
