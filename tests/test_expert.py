@@ -138,3 +138,29 @@ def test_expert_refusals(tmp_path):
                                "--root", str(tmp_path / "ds")])
     assert_clean_failure(res.returncode, res.stderr, "car.pt", "cmil-bench expert --task car")
     assert not (tmp_path / "ds" / "cmil-bench").exists()
+
+
+@pytest.mark.parametrize("task", ["hopper", "walker2d", "halfcheetah", "ant"])
+def test_shipped_policy_file_is_the_one_its_card_describes(task):
+    """Each shipped `experts/<task>.pt` is the file its card hashes, loads for its task, and on the
+    card's first reset seed scores within the card's 50-episode range: a swapped file, a stale
+    card, or an env or loader change that alters the policy's behaviour fails here."""
+    import hashlib
+    from pathlib import Path
+
+    from cmil_bench.expert import CARD_SEED_BASE, default_policy_path, score_policy
+    from envs.registry import get_task
+
+    spec = get_task(task)
+    path = default_policy_path(spec)
+    card = Path(path).with_suffix(".md")
+    assert path.is_file() and card.is_file(), f"{task}: the repository ships {path.name} and its card"
+    text = card.read_text()
+    digest = re.search(r"sha256 ([0-9a-f]{16})", text)
+    assert digest and hashlib.sha256(path.read_bytes()).hexdigest().startswith(digest[1])
+    m = re.search(r"\*\*([\d.]+) ± [\d.]+\*\* \(reset seeds (\d+)\.\.\d+; min ([\d.-]+), max ([\d.-]+)\)", text)
+    assert m and int(m[2]) == CARD_SEED_BASE, "the card states its 50-episode return and seeds"
+    lo, hi = float(m[3]), float(m[4])
+    ret = float(score_policy(spec, path, episodes=1)[0])
+    # 0.5% slack for floating point across machines and MuJoCo builds; a wrong file misses by far.
+    assert lo - 0.005 * abs(lo) <= ret <= hi + 0.005 * abs(hi), (task, ret, lo, hi)
