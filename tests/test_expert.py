@@ -158,7 +158,8 @@ def test_shipped_policy_file_is_the_one_its_card_describes(task):
     text = card.read_text()
     digest = re.search(r"sha256 ([0-9a-f]{16})", text)
     assert digest and hashlib.sha256(path.read_bytes()).hexdigest().startswith(digest[1])
-    m = re.search(r"\*\*([\d.]+) ± [\d.]+\*\* \(reset seeds (\d+)\.\.\d+; min ([\d.-]+), max ([\d.-]+)\)", text)
+    m = re.search(r"\*\*([\d.]+) ± [\d.]+\*\* \(reset seeds (\d+)\.\.\d+; "
+                  r"min ([\d.-]+), max ([\d.-]+)\)", text)
     assert m and int(m[2]) == CARD_SEED_BASE, "the card states its 50-episode return and seeds"
     lo, hi = float(m[3]), float(m[4])
     ret = float(score_policy(spec, path, episodes=1)[0])
