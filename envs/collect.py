@@ -216,7 +216,9 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
                   overwrite: bool = False, random_episodes: int = 20) -> str:
     """Write ``episodes`` successful expert episodes of ``task`` as a local Minari dataset.
 
-    Episode ``i`` of the attempts resets with seed ``seed + i``; failed attempts are skipped, and
+    Episode ``i`` of the attempts resets with seed ``seed + i``; failed attempts (an episode that
+    fails the task's success rule, or, for a task with ``full_length_demos``, one that ends
+    before its time limit) are skipped, and
     after ``5 * episodes`` attempts without enough successes a ``UserError`` is raised. Frames are
     recorded when ``pixels`` is true or the task is a pixel task. The dataset goes to ``root``,
     else ``$MINARI_DATASETS_PATH``, else Minari's default (~/.minari/datasets). Returns the path
@@ -244,16 +246,23 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
         try:
             while len(kept) < episodes:
                 if attempts >= MAX_ATTEMPT_FACTOR * episodes:
+                    what = "succeeded" if spec.success_mode != "none" else "ran to the time limit"
+                    if spec.success_mode != "none" and spec.full_length_demos:
+                        what += " and ran to the time limit"
                     raise UserError(
-                        f"task {spec.name}: the expert {spec.expert!r} succeeded in only "
+                        f"task {spec.name}: the expert {spec.expert!r} {what} in only "
                         f"{len(kept)} "
                         f"of {attempts} episodes (seeds {seed}..{seed + attempts - 1}); "
                         f"{episodes} successful demos were asked for")
                 out = _run_expert(env, spec, seed + attempts, keep_obs=True)
                 out["seed"] = seed + attempts
                 attempts += 1
-                # A task without a success rule (scored by return) keeps every expert episode.
-                if out["success"] or spec.success_mode == "none":
+                # A task without a success rule (scored by return) keeps every expert episode,
+                # unless it asks for full-length demos and this one ended early.
+                ok = out["success"] or spec.success_mode == "none"
+                if spec.full_length_demos and out["terminated"]:
+                    ok = False
+                if ok:
                     kept.append(out)
         finally:
             env.close()
@@ -291,6 +300,7 @@ def collect_demos(task: str, episodes: int, seed: int = 0, root: str | None = No
             "cmil_task_family": spec.family or spec.name,
             "cmil_expert": spec.expert,
             "cmil_attempts": attempts,
+            "cmil_full_length_demos": bool(spec.full_length_demos),
             "cmil_seed": int(seed),
             "cmil_random_episodes": int(random_episodes),
             "cmil_random_return": rand["mean_return"],

@@ -64,6 +64,8 @@ class TaskSpec:
     ref_random_return: float | None = None
     ref_demo_return: float | None = None
     eval_episodes: int = 20
+    # Demo collection keeps only expert episodes that reach max_episode_steps.
+    full_length_demos: bool = False
     description: str = ""
     # Family name shared by the state and pixel variant of one task (the demo dataset is shared).
     family: str = ""
@@ -194,6 +196,7 @@ def build_specs(family: str, entry: dict) -> list[TaskSpec]:
         ref_random_return=refs.get("random"),
         ref_demo_return=refs.get("demo"),
         eval_episodes=int(entry.get("eval_episodes", 20)),
+        full_length_demos=bool(entry.get("full_length_demos", False)),
         description=" ".join(str(entry.get("description", "")).split()),
         family=family,
         **success,

@@ -151,6 +151,60 @@ def test_collect_demos_gives_up_after_5x_attempts(tmp_path):
         TASKS.pop("test-never-succeeds", None)
 
 
+class _FallsEveryOther:
+    """A Hopper "expert" that stands still (runs to a 15-step limit) in even episodes and pushes
+    itself over (terminates after 6 steps) in odd ones; a new one is made per episode."""
+
+    made = 0
+
+    def __init__(self, env):
+        self.push = -1.0 if _FallsEveryOther.made % 2 else 0.0
+        _FallsEveryOther.made += 1
+
+    def reset(self, raw):
+        pass
+
+    def __call__(self, raw):
+        return np.full(3, self.push, dtype=np.float32)
+
+
+class _AlwaysFalls(_FallsEveryOther):
+    def __init__(self, env):
+        self.push = -1.0
+
+
+def test_full_length_demos_skip_episodes_that_end_early(tmp_path, monkeypatch):
+    """With full_length_demos the collector keeps only episodes that reach the time limit (the
+    DAC/GAIL protocol's full trajectories); without it, a return-scored task keeps every one."""
+    monkeypatch.setitem(EXPERTS, "test-falls-every-other", _FallsEveryOther)
+    base = dataclasses.replace(get_task("hopper"), name="test-hopper-short", family="",
+                               max_episode_steps=15, expert="test-falls-every-other")
+    for full, dataset in ((True, "test/hopper-full-v0"), (False, "test/hopper-all-v0")):
+        _FallsEveryOther.made = 0
+        register(dataclasses.replace(base, full_length_demos=full))
+        try:
+            collect_demos("test-hopper-short", 3, root=str(tmp_path), dataset_id=dataset,
+                          random_episodes=1)
+        finally:
+            TASKS.pop("test-hopper-short", None)
+        ds = _load(tmp_path, dataset, monkeypatch)
+        lengths = [len(ep.rewards) for ep in ds.iterate_episodes()]
+        if full:
+            assert lengths == [15, 15, 15] and ds.storage.metadata["cmil_attempts"] == 5
+            assert ds.storage.metadata["cmil_full_length_demos"] is True
+        else:
+            assert lengths == [15, 6, 15] and ds.storage.metadata["cmil_attempts"] == 3
+    # An expert whose every episode ends early is refused with one line that says why.
+    monkeypatch.setitem(EXPERTS, "test-falls-every-other", _AlwaysFalls)
+    register(dataclasses.replace(base, full_length_demos=True))
+    try:
+        with pytest.raises(UserError, match="ran to the time limit in only 0 of 5 episodes"):
+            collect_demos("test-hopper-short", 1, root=str(tmp_path), dataset_id="test/hopper-none-v0",
+                          random_episodes=1)
+    finally:
+        TASKS.pop("test-hopper-short", None)
+
+
 def test_collect_demos_bad_input(tmp_path):
     with pytest.raises(UserError, match="no-such-task"):
         collect_demos("no-such-task", 2, root=str(tmp_path))

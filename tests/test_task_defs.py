@@ -123,6 +123,7 @@ def test_halfcheetah_episode_runs_1000_steps():
     ({"references": {"random": 1.0, "demo": 1.0}}, "random and demo are equal"),
     ({"references": {"randm": 1.0}}, "unknown key 'randm' in 'tasks.car.references'"),
     ({"camera": "top"}, "key 'tasks.car.camera': 'top' is not of type 'object'"),
+    ({"full_length_demos": "yes"}, "key 'tasks.car.full_length_demos': 'yes' is not of type 'boolean'"),
 ])
 def test_bad_definitions_are_named(change, needle):
     entry = {**CAR, "demos": "minari:x/y-v0", **change}
