@@ -34,7 +34,8 @@ def evaluate_checkpoint(run_dir: str | Path, episodes: int = 200, seed_base: int
 
     Returns a dict: run, algo, variant, task, seed, n_demos, env_steps (of the checkpoint),
     own_score (the checkpoint's last evaluation), episodes, seed_base, norm_score, se (its
-    standard error), success, eval_return."""
+    standard error), success, eval_return, mean_length (steps per episode) and ended_early (the
+    share of episodes that ended before the task's time limit: a fall, or a goal that ends it)."""
     from algorithms import get_run_module
     from cmil_bench.config import build_config
     from cmil_bench.run import play_episodes, resolve_device
@@ -79,12 +80,14 @@ def evaluate_checkpoint(run_dir: str | Path, episodes: int = 200, seed_base: int
         policy = module.eval_policy(state, cfg, obs_shape, act_dim, task.max_episode_steps, dev, which)
         rets: list[float] = []
         wins: list[float] = []
+        lengths: list[int] = []
         with torch.no_grad():
             for start in range(0, episodes, len(envs)):
                 n = min(len(envs), episodes - start)
                 r, infos = play_episodes(envs[:n], [seed_base + start + j for j in range(n)], policy)
                 rets += r
                 wins += [float(task.episode_success(i)) for i in infos]
+                lengths += [len(i) for i in infos]
     finally:
         for e in envs:
             e.close()
@@ -98,17 +101,20 @@ def evaluate_checkpoint(run_dir: str | Path, episodes: int = 200, seed_base: int
         "norm_score": float(norm.mean()),
         "se": float(norm.std(ddof=1) / np.sqrt(len(norm))) if len(norm) > 1 else float("nan"),
         "success": float(np.mean(wins)), "eval_return": float(np.mean(rets)),
+        "mean_length": float(np.mean(lengths)),
+        "ended_early": float(np.mean([n < task.max_episode_steps for n in lengths])),
     }
 
 
 def markdown_table(results: list[dict]) -> str:
     """One Markdown row per result."""
     head = ("| run | algo | task | seed | env steps | own score | policy | episodes | norm_score "
-            "(+- se) | success |\n|---|---|---|---|---|---|---|---|---|---|")
+            "(+- se) | success | length | ended early |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in results:
         own = "" if r["own_score"] is None else f"{r['own_score']:.3f}"
         lines.append(f"| {r['run']} | {r['variant']} | {r['task']} | {r['seed']} | {r['env_steps']} | "
                      f"{own} | {r['policy']} | {r['episodes']} | {r['norm_score']:.3f} "
-                     f"(+- {r['se']:.3f}) | {r['success']:.2f} |")
+                     f"(+- {r['se']:.3f}) | {r['success']:.2f} | {r['mean_length']:.0f} | "
+                     f"{r['ended_early']:.2f} |")
     return "\n".join(lines)

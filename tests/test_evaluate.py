@@ -51,6 +51,8 @@ def test_held_out_episodes_by_default(finished):
     r = evaluate_checkpoint(finished["bc"], episodes=3)
     assert r["seed_base"] == 2_000_000 and r["episodes"] == 3
     assert 0.0 <= r["success"] <= 1.0 and r["se"] >= 0.0
+    # pointmaze-umaze is a continuing task: every episode runs its 300 steps.
+    assert r["mean_length"] == 300 and r["ended_early"] == 0.0
     # The same seeds give the same episodes; other seeds other starting states (returns). BC's
     # smoke policy reaches the goal on some starts; the reference DAC's (random actions until its
     # first actor update) never does in 600 steps, so its sparse returns are 0 on every seed.
