@@ -29,7 +29,8 @@ critic/actor/discriminator lr 1e-3 (Adam), one discriminator update per agent up
   actor, the critics and the discriminator, except the actor's last layer, gain 0.01,
 - uniform random actions until the first actor update, and at least for the first
   ``random_steps`` = 1000 environment steps (the reference acts at random while its replay holds
-  fewer than 1000 rows *or* its actor has not been updated yet),
+  fewer than 1000 rows *or* its actor has not been updated yet; it picks 1e4 rows by env name for
+  HalfCheetah and Ant, which config/locomotion.yaml sets per task),
 - the demos subsampled: every ``subsample`` = 20th step of each demo from a random offset per
   demo; the absorbing self-loop of a terminating demo is always kept, with weight 1/20 in the
   discriminator's loss, while the step into the absorbing state is subsampled like any other
