@@ -39,9 +39,13 @@ critic/actor/discriminator lr 1e-3 (Adam), one discriminator update per agent up
 
 Departures: updates come after every environment step from step ``learning_starts`` = 1000 on
 (the reference updates after each episode, as many times as the episode had steps, once its
-replay holds 1000 rows, absorbing rows included), and state observations are standardised with
-the demos' statistics (``algorithms.obs_norm``; the reference feeds raw states). Switches for
-named variants, off by default (not in the paper; benchmarks/RESULTS.md measures them): SAC as
+replay holds 1000 rows, absorbing rows included), and state observations are clipped at +-10
+(the shared standardiser's clip). Otherwise they reach the networks raw, as in the reference;
+``normalize_obs`` standardises them with the demos' statistics instead
+(``algorithms.obs_norm``, the ``dac-std`` variant). That puts the zeroed absorbing state at the
+demos' mean, where the discriminator pays it more than a poor live step, and on Ant the policy
+then learns to end every episode at once (benchmarks/RESULTS.md, "Why DAC ends its episodes").
+Switches for named variants, off by default (not in the paper; RESULTS measures them): SAC as
 the learner (``agent="sac"``, ``algorithms.sac``), demo transitions in the agent's batches
 (``demo_ratio``, DDPGfD / SQIL style), evaluation with a moving average of the actor's weights
 (``eval_ema_tau``).
@@ -125,8 +129,9 @@ class Config(BaseConfig):
     # Keep every k-th demo transition (random offset per demo; absorbing self-loops always, with
     # weight 1/k); 1 keeps all.
     subsample: int = 20
-    # Standardise state observations with the demos' statistics (algorithms/obs_norm.py).
-    normalize_obs: bool = True
+    # Variant switch. Standardise state observations with the demos' statistics
+    # (algorithms/obs_norm.py); the reference feeds raw states.
+    normalize_obs: bool = False
     # Pixels only.
     cnn_depth: int = 32
     feature_dim: int = 50

@@ -210,6 +210,26 @@ def test_terminating_env_fills_replay_with_absorbing_loops(demo_root, tmp_path, 
     assert rep["terminated"].sum() == 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("normalize", [None, "true"])
+def test_states_reach_the_networks_raw_unless_standardised(demo_root, tmp_path, normalize):
+    """The reference feeds DAC raw states: by default the critic's encoder only clips (mean 0,
+    std 1); ``normalize_obs=true`` (the ``dac-std`` variant) standardises with the demos' mean
+    and std. The absorbing state's zero features then sit at the demos' mean instead of at 0."""
+    overrides = {"total_steps": "100", "eval_every": "100", "learning_starts": "1000"}
+    if normalize:
+        overrides["normalize_obs"] = normalize
+    out = tmp_path / "run"
+    execute(algo="dac", task="pointmaze-umaze", n_demos=2, seed=0, out=out, preset="smoke",
+            overrides=overrides, show_progress=False)
+    critic = torch.load(out / "checkpoint.pt", weights_only=False)["algo_state"]["agent"]["critic"]
+    mean, std = critic["encoder.mean"].numpy(), critic["encoder.std"].numpy()
+    if normalize:
+        assert not np.allclose(mean, 0) and not np.allclose(std, 1)
+    else:
+        assert np.all(mean == 0) and np.all(std == 1)
+
+
 def test_demo_rows_join_the_batch_but_not_the_discriminator_negatives():
     rng = np.random.default_rng(1)
 
